@@ -1,0 +1,9 @@
+//! hfmesh: a peer-to-peer cache mesh that puts Hugging Face models and datasets on every host of a
+//! GPU datacenter, in the standard Hugging Face cache tree.
+//!
+//! Map of the crate (one line per part; see `docs/ARCHITECTURE.md`):
+
+/// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
+pub mod repo;
+/// Etags (git blob SHA-1, SHA-256) and their streaming hashers. Pure.
+pub mod etag;
