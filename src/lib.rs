@@ -7,3 +7,7 @@
 pub mod repo;
 /// Etags (git blob SHA-1, SHA-256) and their streaming hashers. Pure.
 pub mod etag;
+/// HF-compatible Hub emulator with fault injection, for tests and simulations.
+pub mod emulator;
+/// The command line: argument parsing and the commands.
+pub mod cli;
