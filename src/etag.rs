@@ -32,7 +32,10 @@ impl Etag {
     /// Parses an etag, accepting the raw header forms `"abc"` and `W/"abc"` (normalized as
     /// `huggingface_hub` does) and upper-case hex.
     pub fn parse(raw: &str) -> Result<Self, BadEtag> {
-        let s = raw.trim_start_matches(['W', '/']).trim_matches('"').to_ascii_lowercase();
+        let s = raw
+            .trim_start_matches(['W', '/'])
+            .trim_matches('"')
+            .to_ascii_lowercase();
         let hex = s.bytes().all(|b| b.is_ascii_hexdigit());
         if hex && (s.len() == 40 || s.len() == 64) {
             Ok(Etag(s))
@@ -143,13 +146,22 @@ mod tests {
 
     #[test]
     fn known_hashes_from_the_reference() {
-        assert_eq!(git_blob_id(b"{\"a\": 1}\n").as_str(), "cb5b2f69babc53f9145b45ad20b9a075d48717ef");
+        assert_eq!(
+            git_blob_id(b"{\"a\": 1}\n").as_str(),
+            "cb5b2f69babc53f9145b45ad20b9a075d48717ef"
+        );
         let zeros = vec![0u8; 1 << 20];
         let sha = sha256(&zeros);
-        assert_eq!(sha.as_str(), "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58");
+        assert_eq!(
+            sha.as_str(),
+            "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58"
+        );
         let pointer = lfs_pointer(&sha, 1 << 20);
         assert_eq!(pointer.len(), 132);
-        assert_eq!(git_blob_id(pointer.as_bytes()).as_str(), "9bf2820abd0acc86f31fc02ce312debf25384d12");
+        assert_eq!(
+            git_blob_id(pointer.as_bytes()).as_str(),
+            "9bf2820abd0acc86f31fc02ce312debf25384d12"
+        );
     }
 
     #[test]
@@ -170,6 +182,9 @@ mod tests {
             h.update(part);
         }
         assert_eq!(h.finish(), git_blob_id(&data));
-        assert_eq!(git_blob_id(b"").as_str(), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+        assert_eq!(
+            git_blob_id(b"").as_str(),
+            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+        );
     }
 }

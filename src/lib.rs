@@ -3,11 +3,13 @@
 //!
 //! Map of the crate (one line per part; see `docs/ARCHITECTURE.md`):
 
-/// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
-pub mod repo;
-/// Etags (git blob SHA-1, SHA-256) and their streaming hashers. Pure.
-pub mod etag;
-/// HF-compatible Hub emulator with fault injection, for tests and simulations.
-pub mod emulator;
+/// The Hugging Face cache tree: layout, locks, atomic snapshot assembly, refs.
+pub mod cache;
 /// The command line: argument parsing and the commands.
 pub mod cli;
+/// HF-compatible Hub emulator with fault injection, for tests and simulations.
+pub mod emulator;
+/// Etags (git blob SHA-1, SHA-256) and their streaming hashers. Pure.
+pub mod etag;
+/// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
+pub mod repo;

@@ -80,7 +80,10 @@ impl RepoId {
         if s.is_empty() {
             return Err(ParseError::EmptyId);
         }
-        let bad = |why| ParseError::BadId { id: s.to_string(), why };
+        let bad = |why| ParseError::BadId {
+            id: s.to_string(),
+            why,
+        };
         if s.len() > MAX_REPO_ID_LEN {
             return Err(bad("longer than 96 characters"));
         }
@@ -101,12 +104,17 @@ impl RepoId {
             if part.is_empty() {
                 return Err(bad("the org and the name must not be empty"));
             }
-            if !part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+            if !part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            {
                 return Err(bad("only letters, digits, `_`, `-` and `.` are allowed"));
             }
             let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
             if !word(part.as_bytes()[0]) || !word(part.as_bytes()[part.len() - 1]) {
-                return Err(bad("each part must start and end with a letter, digit or `_`"));
+                return Err(bad(
+                    "each part must start and end with a letter, digit or `_`",
+                ));
             }
         }
         Ok(RepoId(s.to_string()))
@@ -209,7 +217,10 @@ impl Revision {
 
     /// Parses and validates a revision.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let bad = |why| ParseError::BadRevision { rev: s.chars().take(80).collect(), why };
+        let bad = |why| ParseError::BadRevision {
+            rev: s.chars().take(80).collect(),
+            why,
+        };
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -219,7 +230,9 @@ impl Revision {
         if s.chars().any(|c| c.is_control() || c == '\\' || c == ':') {
             return Err(bad("control characters, `\\` and `:` are not allowed"));
         }
-        if s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if s.split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(bad("empty, `.` or `..` path segments are not allowed"));
         }
         Ok(Revision(s.to_string()))
@@ -277,7 +290,11 @@ impl RepoRef {
             Some((id, rev)) => (id.trim(), Revision::parse(rev.trim())?),
             None => (s, Revision::main()),
         };
-        Ok(RepoRef { kind, id: RepoId::parse(id)?, revision })
+        Ok(RepoRef {
+            kind,
+            id: RepoId::parse(id)?,
+            revision,
+        })
     }
 
     /// Parses a RunPod-style list: `"facebook/opt-350m:main, google/flan-t5-base:experimental"`.
@@ -314,7 +331,10 @@ pub struct RepoPath(String);
 impl RepoPath {
     /// Parses and validates an in-repo path.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let bad = |why| ParseError::BadPath { path: s.chars().take(200).collect(), why };
+        let bad = |why| ParseError::BadPath {
+            path: s.chars().take(200).collect(),
+            why,
+        };
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -327,8 +347,12 @@ impl RepoPath {
         if s.chars().any(|c| c.is_control() || c == '\\') {
             return Err(bad("control characters and `\\` are not allowed"));
         }
-        if s.split('/').any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.len() > 255) {
-            return Err(bad("empty, `.`, `..` or over-long path segments are not allowed"));
+        if s.split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.len() > 255)
+        {
+            return Err(bad(
+                "empty, `.`, `..` or over-long path segments are not allowed",
+            ));
         }
         Ok(RepoPath(s.to_string()))
     }
@@ -369,18 +393,42 @@ mod tests {
 
     #[test]
     fn parses_ids_with_and_without_org() {
-        assert_eq!(RepoId::parse("facebook/opt-350m").unwrap().as_str(), "facebook/opt-350m");
-        assert_eq!(RepoId::parse("gpt2").unwrap().folder_name(RepoKind::Model), "models--gpt2");
+        assert_eq!(
+            RepoId::parse("facebook/opt-350m").unwrap().as_str(),
+            "facebook/opt-350m"
+        );
+        assert_eq!(
+            RepoId::parse("gpt2").unwrap().folder_name(RepoKind::Model),
+            "models--gpt2"
+        );
         let id = RepoId::parse("openai-community/gpt2").unwrap();
-        assert_eq!(id.folder_name(RepoKind::Model), "models--openai-community--gpt2");
-        assert_eq!(id.folder_name(RepoKind::Dataset), "datasets--openai-community--gpt2");
+        assert_eq!(
+            id.folder_name(RepoKind::Model),
+            "models--openai-community--gpt2"
+        );
+        assert_eq!(
+            id.folder_name(RepoKind::Dataset),
+            "datasets--openai-community--gpt2"
+        );
     }
 
     #[test]
     fn rejects_malformed_ids() {
         for bad in [
-            "", "/", "org/", "/name", "a/b/c", "a--b/c", "a/b..c", "../x", "a b/c", "-ab/c",
-            "ab/c.", "org/name.git", "org/na\0me", "org/näme",
+            "",
+            "/",
+            "org/",
+            "/name",
+            "a/b/c",
+            "a--b/c",
+            "a/b..c",
+            "../x",
+            "a b/c",
+            "-ab/c",
+            "ab/c.",
+            "org/name.git",
+            "org/na\0me",
+            "org/näme",
         ] {
             assert!(RepoId::parse(bad).is_err(), "{bad:?} should be refused");
         }
@@ -393,7 +441,9 @@ mod tests {
     fn error_messages_say_what_is_wrong() {
         let e = RepoId::parse("a--b/c").unwrap_err().to_string();
         assert!(e.contains("`--` is not allowed"), "{e}");
-        let e = RepoRef::parse("org/name:", RepoKind::Model).unwrap_err().to_string();
+        let e = RepoRef::parse("org/name:", RepoKind::Model)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("revision") && e.contains("empty"), "{e}");
     }
 
@@ -420,8 +470,18 @@ mod tests {
             RepoKind::Model,
         )
         .unwrap();
-        let got: Vec<String> = list.iter().map(|r| format!("{}:{}", r.id, r.revision)).collect();
-        assert_eq!(got, ["facebook/opt-350m:main", "google/flan-t5-base:experimental", "gpt2:main"]);
+        let got: Vec<String> = list
+            .iter()
+            .map(|r| format!("{}:{}", r.id, r.revision))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "facebook/opt-350m:main",
+                "google/flan-t5-base:experimental",
+                "gpt2:main"
+            ]
+        );
         assert!(RepoRef::parse_list("", RepoKind::Model).unwrap().is_empty());
         assert!(RepoRef::parse_list("ok/one, bad--two/x", RepoKind::Dataset).is_err());
     }
@@ -437,7 +497,17 @@ mod tests {
 
     #[test]
     fn repo_paths_never_escape() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a\0b", "a\\b", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a\0b",
+            "a\\b",
+            "a/",
+        ] {
             assert!(RepoPath::parse(bad).is_err(), "{bad:?} should be refused");
         }
         let p = RepoPath::parse("a/b/c.json").unwrap();
