@@ -13,3 +13,5 @@ pub mod emulator;
 pub mod etag;
 /// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
 pub mod repo;
+/// The chunk store: partial blobs with persisted chunk records, etag verification.
+pub mod store;

@@ -1,0 +1,240 @@
+//! A blob being downloaded: a temporary file of the final size in the repo's work area, written at
+//! chunk offsets in any order, plus a persisted record of which chunks are complete.
+//!
+//! The record is only ever written after the data it vouches for was synced, so after a crash
+//! the record may lag behind the file but never runs ahead of it: a resumed download re-fetches
+//! at most what arrived since the last checkpoint. Nothing here is visible to `huggingface_hub`;
+//! the blob reaches `blobs/` only through [`PartialBlob::verify`] and the cache's atomic rename.
+
+use std::fs;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::{chunk_count, chunk_range, StoreError, CHUNK_SIZE};
+use crate::etag::Etag;
+
+/// Version of the on-disk progress record; a record of another version is discarded.
+const RECORD_VERSION: u32 = 1;
+/// Largest progress record we read (a 1 TB blob in 4 MiB chunks needs 32 KiB of bitmap).
+const MAX_RECORD_LEN: u64 = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Record {
+    version: u32,
+    etag: String,
+    size: u64,
+    chunk_size: u64,
+    done: Vec<u8>,
+}
+
+/// A partially downloaded blob. Methods do blocking file I/O: call them from blocking contexts.
+#[derive(Debug)]
+pub struct PartialBlob {
+    etag: Etag,
+    size: u64,
+    data_path: PathBuf,
+    record_path: PathBuf,
+    file: fs::File,
+    done: Mutex<Vec<u8>>,
+}
+
+impl PartialBlob {
+    /// Opens the partial download of `etag` (of `size` bytes) in `dir`, resuming a previous one
+    /// whose record matches, or starting afresh.
+    pub fn open(dir: &Path, etag: &Etag, size: u64) -> io::Result<PartialBlob> {
+        fs::create_dir_all(dir)?;
+        let data_path = dir.join(format!("{etag}.part"));
+        let record_path = dir.join(format!("{etag}.chunks"));
+        let resumed = read_record(&record_path)
+            .filter(|r| {
+                r.version == RECORD_VERSION
+                    && r.etag == etag.as_str()
+                    && r.size == size
+                    && r.chunk_size == CHUNK_SIZE
+                    && r.done.len() == bitmap_len(size)
+            })
+            .filter(|_| fs::metadata(&data_path).is_ok_and(|m| m.len() == size));
+        let (file, done) = match resumed {
+            Some(r) => (
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&data_path)?,
+                r.done,
+            ),
+            None => {
+                let _ = fs::remove_file(&record_path);
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&data_path)?;
+                file.set_len(size)?;
+                (file, vec![0u8; bitmap_len(size)])
+            }
+        };
+        Ok(PartialBlob {
+            etag: etag.clone(),
+            size,
+            data_path,
+            record_path,
+            file,
+            done: Mutex::new(done),
+        })
+    }
+
+    /// The blob's etag.
+    pub fn etag(&self) -> &Etag {
+        &self.etag
+    }
+
+    /// The blob's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Number of chunks.
+    pub fn chunks(&self) -> u64 {
+        chunk_count(self.size)
+    }
+
+    /// Whether chunk `index` is complete.
+    pub fn has_chunk(&self, index: u64) -> bool {
+        let done = self.done.lock().expect("bitmap lock");
+        done[(index / 8) as usize] & (1 << (index % 8)) != 0
+    }
+
+    /// Bytes already complete.
+    pub fn bytes_done(&self) -> u64 {
+        (0..self.chunks())
+            .filter(|&i| self.has_chunk(i))
+            .map(|i| {
+                let r = chunk_range(self.size, i);
+                r.end - r.start
+            })
+            .sum()
+    }
+
+    /// Runs of missing chunks, as chunk index ranges, in order.
+    pub fn missing_runs(&self) -> Vec<Range<u64>> {
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        for i in (0..self.chunks()).filter(|&i| !self.has_chunk(i)) {
+            match runs.last_mut() {
+                Some(r) if r.end == i => r.end = i + 1,
+                _ => runs.push(i..i + 1),
+            }
+        }
+        runs
+    }
+
+    /// Writes `data` at byte `offset` of the blob.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        if offset
+            .checked_add(data.len() as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(StoreError::OutOfBounds {
+                offset,
+                len: data.len() as u64,
+                size: self.size,
+            });
+        }
+        self.file.write_all_at(data, offset).map_err(StoreError::Io)
+    }
+
+    /// Reads chunk `index` into a new buffer (only meaningful when the chunk is complete).
+    pub fn read_chunk(&self, index: u64) -> io::Result<Vec<u8>> {
+        let r = chunk_range(self.size, index);
+        let mut buf = vec![0u8; (r.end - r.start) as usize];
+        self.file.read_exact_at(&mut buf, r.start)?;
+        Ok(buf)
+    }
+
+    /// Records chunk `index` as complete (in memory; [`PartialBlob::checkpoint`] persists it).
+    pub fn mark_complete(&self, index: u64) {
+        let mut done = self.done.lock().expect("bitmap lock");
+        done[(index / 8) as usize] |= 1 << (index % 8);
+    }
+
+    /// Whether every chunk is complete.
+    pub fn is_complete(&self) -> bool {
+        (0..self.chunks()).all(|i| self.has_chunk(i))
+    }
+
+    /// Syncs the data, then persists the record of complete chunks (atomically).
+    pub fn checkpoint(&self) -> io::Result<()> {
+        self.file.sync_data()?;
+        let record = Record {
+            version: RECORD_VERSION,
+            etag: self.etag.to_string(),
+            size: self.size,
+            chunk_size: CHUNK_SIZE,
+            done: self.done.lock().expect("bitmap lock").clone(),
+        };
+        let bytes = postcard::to_stdvec(&record).map_err(io::Error::other)?;
+        let dir = self.record_path.parent().expect("record has a parent");
+        crate::cache::fsutil::write_atomic(dir, &self.record_path, &bytes)
+    }
+
+    /// Hashes the whole blob and checks it against its etag. On success returns the path of the
+    /// finished file, ready to be renamed into `blobs/`; on a mismatch the partial download is
+    /// discarded (its bytes cannot be trusted) and an integrity error is returned.
+    pub fn verify(self) -> Result<PathBuf, StoreError> {
+        if !self.is_complete() {
+            return Err(StoreError::Incomplete {
+                etag: self.etag.to_string(),
+            });
+        }
+        self.file.sync_all()?;
+        let actual = hash_file(&self.data_path, &self.etag, self.size)?;
+        if actual != self.etag {
+            let expected = self.etag.to_string();
+            self.discard();
+            return Err(StoreError::EtagMismatch {
+                expected,
+                actual: actual.to_string(),
+            });
+        }
+        let _ = fs::remove_file(&self.record_path);
+        Ok(self.data_path)
+    }
+
+    /// Deletes the partial file and its record.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.data_path);
+        let _ = fs::remove_file(&self.record_path);
+    }
+}
+
+/// Computes the etag (of the same kind as `etag`) of the file at `path`, reading it in order.
+pub fn hash_file(path: &Path, etag: &Etag, size: u64) -> io::Result<Etag> {
+    let mut f = fs::File::open(path)?;
+    let mut hasher = etag.hasher(size);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finish())
+}
+
+fn bitmap_len(size: u64) -> usize {
+    chunk_count(size).div_ceil(8) as usize
+}
+
+fn read_record(path: &Path) -> Option<Record> {
+    let meta = fs::metadata(path).ok()?;
+    if meta.len() > MAX_RECORD_LEN {
+        return None;
+    }
+    postcard::from_bytes(&fs::read(path).ok()?).ok()
+}

@@ -1,0 +1,107 @@
+use super::*;
+use crate::etag::{sha256, Etag};
+
+/// Sizes around chunk boundaries (iroh-blobs style).
+const INTERESTING_SIZES: [u64; 7] = [
+    0,
+    1,
+    CHUNK_SIZE - 1,
+    CHUNK_SIZE,
+    CHUNK_SIZE + 1,
+    3 * CHUNK_SIZE,
+    3 * CHUNK_SIZE + 7,
+];
+
+fn content(size: u64) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+fn fill(p: &PartialBlob, data: &[u8], chunks: impl Iterator<Item = u64>) {
+    for i in chunks {
+        let r = chunk_range(data.len() as u64, i);
+        p.write_at(r.start, &data[r.start as usize..r.end as usize])
+            .unwrap();
+        p.mark_complete(i);
+    }
+}
+
+#[test]
+fn chunk_arithmetic_at_edges() {
+    assert_eq!(chunk_count(0), 0);
+    assert_eq!(chunk_count(1), 1);
+    assert_eq!(chunk_count(CHUNK_SIZE), 1);
+    assert_eq!(chunk_count(CHUNK_SIZE + 1), 2);
+    assert_eq!(chunk_range(CHUNK_SIZE + 1, 1), CHUNK_SIZE..CHUNK_SIZE + 1);
+}
+
+#[test]
+fn out_of_order_writes_verify_at_every_interesting_size() {
+    for size in INTERESTING_SIZES {
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(size);
+        let etag = sha256(&data);
+        let p = PartialBlob::open(dir.path(), &etag, size).unwrap();
+        fill(&p, &data, (0..p.chunks()).rev());
+        assert!(p.is_complete());
+        let path = p.verify().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data, "size {size}");
+    }
+}
+
+#[test]
+fn resumes_from_the_last_checkpoint_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 3 * CHUNK_SIZE + 7;
+    let data = content(size);
+    let etag = sha256(&data);
+    {
+        let p = PartialBlob::open(dir.path(), &etag, size).unwrap();
+        fill(&p, &data, [0, 2].into_iter());
+        p.checkpoint().unwrap();
+        fill(&p, &data, [1].into_iter()); // lost: never checkpointed
+    }
+    let p = PartialBlob::open(dir.path(), &etag, size).unwrap();
+    assert_eq!(p.missing_runs(), vec![1..2, 3..4]);
+    assert_eq!(p.bytes_done(), 2 * CHUNK_SIZE);
+    fill(&p, &data, [1, 3].into_iter());
+    assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data);
+}
+
+#[test]
+fn a_record_for_another_blob_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(CHUNK_SIZE + 1);
+    let etag = sha256(&data);
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    fill(&p, &data, [0].into_iter());
+    p.checkpoint().unwrap();
+    drop(p);
+    // Same etag, different size claimed: start afresh.
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64 + 1).unwrap();
+    assert_eq!(p.missing_runs(), vec![0..2]);
+}
+
+#[test]
+fn wrong_content_is_refused_and_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(CHUNK_SIZE + 5);
+    let etag = sha256(&data);
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    let mut bad = data.clone();
+    bad[7] ^= 1;
+    fill(&p, &bad, 0..2);
+    assert!(matches!(p.verify(), Err(StoreError::EtagMismatch { .. })));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "bad bytes are not kept"
+    );
+    let etag2 = Etag::parse(&"0".repeat(64)).unwrap();
+    let p = PartialBlob::open(dir.path(), &etag2, 4).unwrap();
+    assert!(
+        p.write_at(2, b"abc").is_err(),
+        "writes past the end are refused"
+    );
+}
