@@ -11,6 +11,10 @@ pub mod cli;
 pub mod emulator;
 /// Etags (git blob SHA-1, SHA-256) and their streaming hashers. Pure.
 pub mod etag;
+/// The Hub client: revisions, listings, ranged downloads, auth, retries, clear errors.
+pub mod hub;
+/// What a snapshot holds: its files with sizes and etags.
+pub mod manifest;
 /// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
 pub mod repo;
 /// The chunk store: partial blobs with persisted chunk records, etag verification.

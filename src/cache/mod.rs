@@ -24,6 +24,7 @@ pub use layout::{resolve_cache_dir, symlink_target, RepoLayout};
 pub use lock::BlobLock;
 
 use crate::etag::Etag;
+use crate::manifest::FileEntry;
 use crate::repo::{CommitId, RepoId, RepoKind, RepoPath, Revision};
 
 /// Content of `CACHEDIR.TAG`, as `huggingface_hub` writes it.
@@ -31,21 +32,6 @@ pub const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by huggingface_hub.\n\
 # For information about cache directory tags, see:\n\
 #\thttps://bford.info/cachedir/\n";
-
-/// One file of a snapshot, as the Hub lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotFile {
-    /// Path inside the repository.
-    pub path: RepoPath,
-    /// Content size in bytes.
-    pub size: u64,
-    /// The blob's name: sha256 for LFS files, git blob id otherwise.
-    pub etag: Etag,
-    /// Git object id in the repo tree (of the LFS pointer for LFS files).
-    pub blob_id: String,
-    /// Whether the file is stored in LFS (then `etag` is its sha256).
-    pub lfs: bool,
-}
 
 /// One repository's folder in a cache tree.
 #[derive(Debug, Clone)]
@@ -135,11 +121,7 @@ impl RepoCache {
     /// When the snapshot directory does not exist it is built in the work area and renamed into
     /// place whole; when it exists (another writer, or an older partial tree) each missing or
     /// wrong entry is replaced by an atomic symlink rename.
-    pub fn assemble_snapshot(
-        &self,
-        commit: &CommitId,
-        files: &[SnapshotFile],
-    ) -> io::Result<PathBuf> {
+    pub fn assemble_snapshot(&self, commit: &CommitId, files: &[FileEntry]) -> io::Result<PathBuf> {
         for f in files {
             if !self.has_blob(&f.etag, f.size) {
                 return Err(io::Error::new(
@@ -179,7 +161,7 @@ impl RepoCache {
         Ok(dir)
     }
 
-    fn ensure_link(&self, commit: &CommitId, f: &SnapshotFile) -> io::Result<()> {
+    fn ensure_link(&self, commit: &CommitId, f: &FileEntry) -> io::Result<()> {
         let link = self.layout.snapshot_file(commit, &f.path);
         let target = symlink_target(&f.path, &f.etag);
         match fs::symlink_metadata(&link) {
@@ -194,7 +176,7 @@ impl RepoCache {
         }
     }
 
-    fn write_tree_json(&self, commit: &CommitId, files: &[SnapshotFile]) -> io::Result<()> {
+    fn write_tree_json(&self, commit: &CommitId, files: &[FileEntry]) -> io::Result<()> {
         let entries: BTreeMap<String, tree_json::TreeEntry> = files
             .iter()
             .map(|f| {

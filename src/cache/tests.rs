@@ -1,5 +1,6 @@
 use super::*;
 use crate::etag::git_blob_id;
+use crate::manifest::FileEntry;
 
 fn setup() -> (tempfile::TempDir, RepoCache) {
     let dir = tempfile::tempdir().unwrap();
@@ -11,14 +12,14 @@ fn setup() -> (tempfile::TempDir, RepoCache) {
     (dir, cache)
 }
 
-fn put_blob(cache: &RepoCache, content: &[u8], path: &str) -> SnapshotFile {
+fn put_blob(cache: &RepoCache, content: &[u8], path: &str) -> FileEntry {
     let etag = git_blob_id(content);
     let tmp = cache.layout().tmp_dir();
     fs::create_dir_all(&tmp).unwrap();
     let staged = tmp.join("staged");
     fs::write(&staged, content).unwrap();
     cache.commit_blob(&staged, &etag).unwrap();
-    SnapshotFile {
+    FileEntry {
         path: RepoPath::parse(path).unwrap(),
         size: content.len() as u64,
         blob_id: etag.to_string(),
