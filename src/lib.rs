@@ -15,6 +15,10 @@ pub mod etag;
 pub mod hub;
 /// What a snapshot holds: its files with sizes and etags.
 pub mod manifest;
+/// Progress output: a bar on a terminal, plain lines otherwise.
+pub mod progress;
+/// Pull a snapshot from the Hub into the cache tree (standalone, no peers).
+pub mod pull;
 /// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
 pub mod repo;
 /// The chunk store: partial blobs with persisted chunk records, etag verification.

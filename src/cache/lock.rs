@@ -23,7 +23,7 @@ impl BlobLock {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)?;
             }
-            let file = fs::OpenOptions::new().read(true).write(true).create(true).mode(0o664).open(&path)?;
+            let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o664).open(&path)?;
             // filelock sets the mode exactly, whatever the umask; do the same.
             let _ = file.set_permissions(fs::Permissions::from_mode(0o664));
             if file.try_lock().is_err() {

@@ -3,6 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+/// `hfmesh pull`.
+pub mod pull;
+
 /// hfmesh: Hugging Face models and datasets on every host, from peers first.
 #[derive(Debug, Parser)]
 #[command(name = "hfmesh", version, about)]
@@ -14,6 +17,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Download a model or dataset snapshot into the Hugging Face cache tree.
+    Pull(pull::PullArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -21,6 +26,7 @@ pub enum Command {
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -30,6 +36,7 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Pull(args) => pull::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }
     });
@@ -39,5 +46,19 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("hfmesh: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `HFMESH_LOG` (default `warn`); `HFMESH_LOG_FORMAT=json` for JSON.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HFMESH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("HFMESH_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

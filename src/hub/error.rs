@@ -53,7 +53,7 @@ pub enum HubError {
         message: String,
     },
     /// The Hub could not be reached, or a transfer kept failing, within the retry budget.
-    #[error("cannot reach the Hub at {url} after {attempts} attempts: {source}; check the network, HF_ENDPOINT or --endpoint")]
+    #[error("cannot reach the Hub at {url} after {attempts} attempts (check the network, HF_ENDPOINT or --endpoint)")]
     Network {
         url: String,
         attempts: u32,

@@ -46,7 +46,7 @@ pub struct PartialBlob {
 impl PartialBlob {
     /// Opens the partial download of `etag` (of `size` bytes) in `dir`, resuming a previous one
     /// whose record matches, or starting afresh.
-    pub fn open(dir: &Path, etag: &Etag, size: u64) -> io::Result<PartialBlob> {
+    pub fn open(dir: &Path, etag: &Etag, size: u64) -> Result<PartialBlob, StoreError> {
         fs::create_dir_all(dir)?;
         let data_path = dir.join(format!("{etag}.part"));
         let record_path = dir.join(format!("{etag}.chunks"));
