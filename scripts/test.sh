@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs hfmesh's test suite. Sets up what the tests need first: a Python virtualenv in .venv with
+# the real huggingface_hub client (the compatibility tests check hfmesh's trees with it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HF_HUB_VERSION="2.4.0"
+if ! .venv/bin/python -c "import huggingface_hub as h; assert h.__version__ == '$HF_HUB_VERSION'" 2>/dev/null; then
+    echo "test.sh: creating .venv with huggingface_hub==$HF_HUB_VERSION" >&2
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "huggingface_hub==$HF_HUB_VERSION"
+fi
+
+export HFMESH_TEST_PYTHON="$PWD/.venv/bin/python"
+cargo test --locked "$@"
