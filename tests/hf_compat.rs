@@ -17,7 +17,11 @@ fn python() -> PathBuf {
     let p = std::env::var_os("HFMESH_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(p.exists(), "no Python with huggingface_hub at {}: run `bash scripts/test.sh`, which sets it up", p.display());
+    assert!(
+        p.exists(),
+        "no Python with huggingface_hub at {}: run `bash scripts/test.sh`, which sets it up",
+        p.display()
+    );
     p
 }
 
@@ -35,11 +39,16 @@ fn hf_check(hf_home: &Path, endpoint: &str, args: &[&str]) -> String {
         .env("HF_ENDPOINT", endpoint)
         .env("HF_HOME", hf_home)
         .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         .output()
         .expect("python runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "hf_check {args:?} failed:\n{text}");
-    text
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "hf_check {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 struct Case {
@@ -55,7 +64,11 @@ async fn check_cases(cases: &[Case]) {
     let (_root, hub) = start_hub().await;
     let url = hub.url();
     let work = tempfile::tempdir().unwrap();
-    let (ours, theirs, home) = (work.path().join("hfmesh"), work.path().join("hf"), work.path().join("home"));
+    let (ours, theirs, home) = (
+        work.path().join("hfmesh"),
+        work.path().join("hf"),
+        work.path().join("home"),
+    );
     for c in cases {
         let spec = format!("{}:{}", c.repo, c.revision);
         let mut args = vec![spec.as_str()];
@@ -66,53 +79,136 @@ async fn check_cases(cases: &[Case]) {
             args.extend(["--token", t]);
         }
         let out = tokio::task::spawn_blocking({
-            let (url, ours, args) = (url.clone(), ours.clone(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-            move || pull_cli(&url, &ours, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            let (url, ours, args) = (
+                url.clone(),
+                ours.clone(),
+                args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            );
+            move || {
+                pull_cli(
+                    &url,
+                    &ours,
+                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            }
         })
         .await
         .unwrap();
-        assert!(out.status.success(), "hfmesh pull {spec}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "hfmesh pull {spec}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
-        let mut py = vec!["download", c.repo, "--type", c.kind, "--revision", c.revision, "--cache-dir"];
+        let mut py = vec![
+            "download",
+            c.repo,
+            "--type",
+            c.kind,
+            "--revision",
+            c.revision,
+            "--cache-dir",
+        ];
         let theirs_s = theirs.to_string_lossy().to_string();
         py.push(&theirs_s);
         if let Some(t) = c.token {
             py.extend(["--token", t]);
         }
         let printed = run_python(&home, &url, &py).await;
-        assert_eq!(printed.lines().last().unwrap(), last_line(&out).replace(&ours.to_string_lossy().to_string(), &theirs_s));
+        assert_eq!(
+            printed.lines().last().unwrap(),
+            last_line(&out).replace(&ours.to_string_lossy().to_string(), &theirs_s)
+        );
     }
-    let report = run_python(&home, &url, &["compare", &ours.to_string_lossy(), &theirs.to_string_lossy()]).await;
+    let report = run_python(
+        &home,
+        &url,
+        &[
+            "compare",
+            &ours.to_string_lossy(),
+            &theirs.to_string_lossy(),
+        ],
+    )
+    .await;
     assert!(report.contains(": 0 differences"), "{report}");
 
     // Offline, against hfmesh's tree only: the emulator is gone.
     hub.shutdown().await;
     for c in cases {
         let ours_s = ours.to_string_lossy().to_string();
-        let report = run_python(&home, "http://127.0.0.1:9", &["offline", &ours_s, c.repo, "--type", c.kind, "--revision", c.revision]).await;
+        let report = run_python(
+            &home,
+            "http://127.0.0.1:9",
+            &[
+                "offline",
+                &ours_s,
+                c.repo,
+                "--type",
+                c.kind,
+                "--revision",
+                c.revision,
+            ],
+        )
+        .await;
         assert!(report.contains(", 0 problems"), "{report}");
     }
 }
 
 async fn run_python(home: &Path, url: &str, args: &[&str]) -> String {
-    let (home, url, args) = (home.to_path_buf(), url.to_string(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    tokio::task::spawn_blocking(move || hf_check(&home, &url, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap()
+    let (home, url, args) = (
+        home.to_path_buf(),
+        url.to_string(),
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    tokio::task::spawn_blocking(move || {
+        hf_check(
+            &home,
+            &url,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trees_match_huggingface_hub_for_models_datasets_branches_and_gated_repos() {
     check_cases(&[
-        Case { repo: "acme/example", kind: "model", revision: "main", token: None },
-        Case { repo: "acme/example", kind: "model", revision: "experimental", token: None },
-        Case { repo: "acme/ds", kind: "dataset", revision: "main", token: None },
-        Case { repo: "acme/gated", kind: "model", revision: "main", token: Some(GOOD_TOKEN) },
+        Case {
+            repo: "acme/example",
+            kind: "model",
+            revision: "main",
+            token: None,
+        },
+        Case {
+            repo: "acme/example",
+            kind: "model",
+            revision: "experimental",
+            token: None,
+        },
+        Case {
+            repo: "acme/ds",
+            kind: "dataset",
+            revision: "main",
+            token: None,
+        },
+        Case {
+            repo: "acme/gated",
+            kind: "model",
+            revision: "main",
+            token: Some(GOOD_TOKEN),
+        },
     ])
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tree_matches_huggingface_hub_for_a_file_over_1_gib() {
-    check_cases(&[Case { repo: "acme/big", kind: "model", revision: "main", token: None }]).await;
+    check_cases(&[Case {
+        repo: "acme/big",
+        kind: "model",
+        revision: "main",
+        token: None,
+    }])
+    .await;
 }

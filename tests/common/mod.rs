@@ -32,7 +32,10 @@ pub fn write_hub_root(root: &Path) {
     put("models/acme/example/empty.txt", b"");
     put("models/acme/example/dir with space/file#1.txt", b"hello\n");
     put("branches/example-exp/config.json", b"{\"a\": 2}\n");
-    put("branches/example-exp/model.safetensors", &vec![0u8; 1 << 20]);
+    put(
+        "branches/example-exp/model.safetensors",
+        &vec![0u8; 1 << 20],
+    );
     put("branches/example-pr1/config.json", b"{\"a\": 3}\n");
     put("datasets/acme/ds/README.md", b"# ds\n");
     put("datasets/acme/ds/data/train.csv", b"x,y\n1,2\n");
@@ -89,7 +92,10 @@ seed = 7
 pub async fn start_hub() -> (tempfile::TempDir, Emulator) {
     let dir = tempfile::tempdir().unwrap();
     write_hub_root(dir.path());
-    let config = EmulatorConfig { root: Some(dir.path().to_path_buf()), ..EmulatorConfig::default() };
+    let config = EmulatorConfig {
+        root: Some(dir.path().to_path_buf()),
+        ..EmulatorConfig::default()
+    };
     let emulator = Emulator::start(config).await.expect("emulator starts");
     (dir, emulator)
 }
@@ -99,7 +105,11 @@ pub async fn start_hub() -> (tempfile::TempDir, Emulator) {
 pub fn hfmesh(hf_home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hfmesh"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("HF_") || k.starts_with("HFMESH_") || k.starts_with("RUNPOD_") || k.starts_with("HUGGING") {
+        if k.starts_with("HF_")
+            || k.starts_with("HFMESH_")
+            || k.starts_with("RUNPOD_")
+            || k.starts_with("HUGGING")
+        {
             cmd.env_remove(k);
         }
     }
@@ -120,7 +130,11 @@ pub fn pull_cli(endpoint: &str, cache: &Path, args: &[&str]) -> Output {
 
 /// The last line of a command's stdout.
 pub fn last_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Waits until `cond` holds, polling every 20 ms, failing the test after `timeout`.
