@@ -212,3 +212,44 @@ async fn tree_matches_huggingface_hub_for_a_file_over_1_gib() {
     }])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huggingface_hub_and_hfmesh_fill_one_cache_at_the_same_time() {
+    let (_root, hub) = start_hub().await;
+    // Slow enough (about 2.5 s for the file) that the two overlap and meet at the blob lock.
+    hub.set_faults(hfmesh::emulator::Faults {
+        bandwidth_bps: Some(64 << 20),
+        ..Default::default()
+    });
+    let url = hub.url();
+    let work = tempfile::tempdir().unwrap();
+    let (cache, home) = (work.path().join("hub"), work.path().join("home"));
+    let cache_s = cache.to_string_lossy().to_string();
+    let ours = tokio::task::spawn_blocking({
+        let (url, cache) = (url.clone(), cache.clone());
+        move || pull_cli(&url, &cache, &["acme/medium"])
+    });
+    let py_args = ["download", "acme/medium", "--cache-dir", &cache_s];
+    let theirs = run_python(&home, &url, &py_args);
+    let (ours, theirs) = tokio::join!(ours, theirs);
+    let ours = ours.unwrap();
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+    assert_eq!(theirs.lines().last().unwrap(), last_line(&ours));
+    let served = hub.stats().bytes_served;
+    assert!(
+        served < MEDIUM_SIZE + MEDIUM_SIZE / 2,
+        "the blob lock kept the two from both downloading it: {served}"
+    );
+    hub.shutdown().await;
+    let report = run_python(
+        &home,
+        "http://127.0.0.1:9",
+        &["offline", &cache_s, "acme/medium"],
+    )
+    .await;
+    assert!(report.contains(", 0 problems"), "{report}");
+}

@@ -405,3 +405,96 @@ async fn failures_exit_non_zero_with_one_clear_line() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_within_their_bound() {
+    let (_root, hub) = start_hub().await;
+    let mut cfg = HubConfig::for_endpoint(&hub.url()).unwrap();
+    cfg.retry = hfmesh::hub::retry::RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_server_wait: Duration::from_secs(5),
+    };
+    let c = HubClient::new(cfg).unwrap();
+    let what = RepoRef::parse("acme/example", RepoKind::Model).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let opts = PullOptions::default();
+    let run = || {
+        pull(
+            &c,
+            cache.path(),
+            &what,
+            &opts,
+            Arc::new(hfmesh::progress::Silent),
+        )
+    };
+
+    hub.set_faults(Faults {
+        errors: vec![ErrorRule {
+            status: 503,
+            ..Default::default()
+        }],
+        ..Faults::default()
+    });
+    let err = run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("HTTP 503") && err.contains("3 attempts"),
+        "{err}"
+    );
+    assert_eq!(
+        hub.stats().requests,
+        3,
+        "an outage costs exactly max_attempts requests"
+    );
+
+    // A server that asks for a longer wait than we accept: give up at once and say so.
+    hub.reset_stats();
+    hub.set_faults(Faults {
+        errors: vec![ErrorRule {
+            status: 429,
+            retry_after_secs: Some(3600),
+            ..Default::default()
+        }],
+        ..Faults::default()
+    });
+    let err = run().await.unwrap_err().to_string();
+    assert!(err.contains("429") && err.contains("3600 s"), "{err}");
+    assert_eq!(hub.stats().requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_come_from_the_environment_too() {
+    let (_root, hub) = start_hub().await;
+    for var in ["HF_TOKEN", "RUNPOD_HUGGINGFACE_TOKEN"] {
+        let cache = tempfile::tempdir().unwrap();
+        let out = hfmesh(&cache.path().join("home"))
+            .args(["pull", "--quiet", "acme/gated", "--cache-dir"])
+            .arg(cache.path())
+            .env("HF_ENDPOINT", hub.url())
+            .env(var, GOOD_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{var}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The token file under HF_HOME.
+    let cache = tempfile::tempdir().unwrap();
+    let home = cache.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    fs::write(home.join("token"), format!("{GOOD_TOKEN}\n")).unwrap();
+    let out = hfmesh(&home)
+        .args(["pull", "--quiet", "acme/gated", "--cache-dir"])
+        .arg(cache.path())
+        .env("HF_ENDPOINT", hub.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "token file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
