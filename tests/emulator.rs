@@ -643,6 +643,7 @@ async fn stats_count_requests_and_bytes() {
     get(&format!("{}/cdn/{ZEROS_SHA}", emu.cdn_url()), None, None).await;
     head(&format!("{}/cdn/{ZEROS_SHA}", emu.cdn_url()), None).await;
     get(&format!("{u}/nope"), None, None).await;
+    get(&format!("{u}/_emulator/nope"), None, None).await;
     let s = stats_over_http(&emu).await;
     assert_eq!(s, emu.stats(), "control routes are not counted");
     assert_eq!(s.requests, 8);
@@ -753,11 +754,22 @@ async fn truncate_fault_cuts_the_body() {
     let resp = client().get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.content_length(), Some(1 << 20));
-    match resp.bytes().await {
-        Err(_) => {}
-        Ok(body) => assert!(body.len() < 1 << 20, "the body must be cut short"),
-    }
-    assert!(emu.stats().bytes_served <= 100_000 + 65_536);
+    let mut resp = resp;
+    let mut received = 0;
+    let end = loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => received += chunk.len(),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        end.is_err(),
+        "a cut body must end in an error, not a clean end"
+    );
+    assert_eq!(received, 100_000);
+    assert_eq!(emu.stats().bytes_served, 100_000);
+    assert_eq!(emu.stats().files_served, 0);
     // Only `count` bodies are cut.
     let (status, _, body) = get(&url, None, None).await;
     assert_eq!((status, body.len()), (StatusCode::OK, 1 << 20));
@@ -803,6 +815,15 @@ async fn bandwidth_cap_slows_downloads() {
         "capped download took {capped:?}"
     );
     assert!(capped > uncapped, "{capped:?} vs {uncapped:?}");
+    // The cap is shared: two clients together get 8 MiB/s, not 8 MiB/s each.
+    let begin = Instant::now();
+    let (x, y) = tokio::join!(get(&url, None, None), get(&url, None, None));
+    assert_eq!(x.2.len() + y.2.len(), 8 << 20);
+    let both = begin.elapsed();
+    assert!(
+        both >= Duration::from_millis(900),
+        "two capped downloads took {both:?}"
+    );
     emu.shutdown().await;
 }
 
