@@ -45,6 +45,16 @@ size = 100
 seed = 5
 
 [[repo]]
+id = "acme/huge"
+[[repo.branch]]
+name = "main"
+[[repo.branch.synthetic]]
+path = "huge.safetensors"
+size = 300000000000
+seed = 99
+sha256 = "abababababababababababababababababababababababababababababababab"
+
+[[repo]]
 id = "acme/synth"
 kind = "dataset"
 [[repo.branch]]
@@ -613,6 +623,46 @@ async fn synthetic_content_is_stable_and_random_access() {
     );
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn huge_pinned_synthetic_files_cost_nothing_up_front() {
+    let root = fixture();
+    let emu = start(root.path()).await;
+    let pinned = "ab".repeat(32);
+    let (status, _, info) = json(
+        &format!(
+            "{}/api/models/acme/huge/revision/main?blobs=true",
+            emu.url()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(info["siblings"][0]["lfs"]["sha256"], pinned);
+    assert_eq!(info["siblings"][0]["size"], 300_000_000_000u64);
+    let (status, headers) = head(
+        &format!("{}/acme/huge/resolve/main/huge.safetensors", emu.url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(h(&headers, "x-linked-size"), "300000000000");
+    let cdn = h(&headers, "location").to_string();
+    let (status, headers, tail) = get(&cdn, None, Some("bytes=-16")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        h(&headers, "content-range"),
+        "bytes 299999999984-299999999999/300000000000"
+    );
+    let (_, _, overlap) = get(&cdn, None, Some("bytes=299999999980-299999999991")).await;
+    assert_eq!(overlap[4..], tail[..8]);
+    let (status, headers) = head(&cdn, None).await;
+    assert_eq!(
+        (status, h(&headers, "content-length")),
+        (StatusCode::OK, "300000000000")
+    );
+    emu.shutdown().await;
 }
 
 async fn stats_over_http(emu: &Emulator) -> Stats {
