@@ -16,6 +16,9 @@ use super::{synthetic, Shared};
 /// Size of one body slice: the unit of throttling, counting and truncation.
 pub(crate) const SLICE: u64 = 64 * 1024;
 
+/// Pause before aborting a truncated body (see [`Sender::next_slice`]).
+const CUT_FLUSH_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// What a `Range` header asks of a file of known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ByteRange {
@@ -158,6 +161,9 @@ impl Sender {
         let limit = self.cut.map_or(self.end, |c| c.min(self.end));
         if self.pos >= limit {
             self.done = true;
+            // Yield first, so that the connection flushes the headers and the bytes before the
+            // cut: the client sees a short body, not a failed request.
+            tokio::time::sleep(CUT_FLUSH_PAUSE).await;
             return Some(Err(io::Error::other(
                 "body cut short by the truncate fault",
             )));

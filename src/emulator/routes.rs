@@ -330,6 +330,10 @@ async fn hub(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    if uri.path().starts_with("/_emulator/") {
+        // An unknown control route: not counted, like the control routes themselves.
+        return ApiError::route_not_found().into_response();
+    }
     let route = HubRoute::parse(&method, uri.path(), |kind, id| s.store.has(kind, id));
     s.stats.request(route.label(&method));
     let response = match before(&s, uri.path()).await {

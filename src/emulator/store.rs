@@ -379,22 +379,21 @@ impl Store {
             lazy: Vec::new(),
         };
         let mut eager = Vec::new();
-        let mut built = Vec::new();
-        for spec in specs {
+        let mut pending = Vec::new();
+        for mut spec in specs {
             let mut branches = Vec::new();
-            for b in spec.branches {
+            for b in std::mem::take(&mut spec.branches) {
                 let mut files = BTreeMap::new();
                 for f in b.files {
-                    let lfs = is_lfs(f.path.as_str(), f.size);
                     let data = Arc::new(FileData {
-                        lfs,
+                        lfs: is_lfs(f.path.as_str(), f.size),
                         size: f.size,
                         source: f.source,
                         path: f.path.clone(),
                         hashes: tokio::sync::OnceCell::new(),
                     });
                     match (&data.source, f.sha256) {
-                        (Source::Synthetic { .. }, Some(sha)) if lfs => {
+                        (Source::Synthetic { .. }, Some(sha)) if data.lfs => {
                             let _ = data.hashes.set(data.hashes_from(sha));
                         }
                         (Source::Synthetic { .. }, _) => store.lazy.push(data.clone()),
@@ -402,16 +401,13 @@ impl Store {
                     }
                     files.insert(f.path.as_str().to_string(), data);
                 }
-                branches.push((b.name, b.tags, files));
+                branches.push(PendingBranch {
+                    name: b.name,
+                    tags: b.tags,
+                    files,
+                });
             }
-            built.push((
-                spec.kind,
-                spec.id,
-                spec.gated,
-                spec.private,
-                spec.tokens,
-                branches,
-            ));
+            pending.push((spec, branches));
         }
         let results: Vec<_> = futures_util::stream::iter(eager)
             .map(|f| async move {
@@ -429,11 +425,12 @@ impl Store {
             })?;
             let _ = f.hashes.set(h);
         }
-        for f in store.all_files(&built) {
-            store.index(&f);
-        }
-        for (kind, id, gated, private, tokens, branches) in built {
-            let repo = build_repo(kind, id.clone(), gated, private, tokens, branches)?;
+        for (spec, branches) in pending {
+            for f in branches.iter().flat_map(|b| b.files.values()) {
+                store.index(f);
+            }
+            let (kind, id) = (spec.kind, spec.id.clone());
+            let repo = build_repo(spec, branches)?;
             if store
                 .repos
                 .insert((kind, id.clone()), Arc::new(repo))
@@ -443,14 +440,6 @@ impl Store {
             }
         }
         Ok(store)
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn all_files(&self, built: &[BuiltRepo]) -> Vec<Arc<FileData>> {
-        built
-            .iter()
-            .flat_map(|r| r.5.iter().flat_map(|b| b.2.values().cloned()))
-            .collect()
     }
 
     /// The repository `id` of `kind`.
@@ -553,29 +542,29 @@ async fn ensure_hashed(f: Arc<FileData>) -> io::Result<()> {
     Ok(())
 }
 
-type BuiltBranch = (Revision, Vec<Revision>, BTreeMap<String, Arc<FileData>>);
-type BuiltRepo = (RepoKind, RepoId, Gated, bool, Vec<String>, Vec<BuiltBranch>);
+/// A branch whose files exist but whose commit id waits for their hashes.
+struct PendingBranch {
+    name: Revision,
+    tags: Vec<Revision>,
+    files: BTreeMap<String, Arc<FileData>>,
+}
 
-fn build_repo(
-    kind: RepoKind,
-    id: RepoId,
-    gated: Gated,
-    private: bool,
-    tokens: Vec<String>,
-    branches: Vec<BuiltBranch>,
-) -> Result<Repo, BuildError> {
+/// Builds a repo (directory entries, commit ids, tags) from its spec (whose `branches` are
+/// already taken) and its hashed branches.
+fn build_repo(spec: RepoSpec, branches: Vec<PendingBranch>) -> Result<Repo, BuildError> {
+    let kind = spec.kind;
     let mut repo = Repo {
         kind,
-        id,
-        gated,
-        private,
-        tokens,
+        id: spec.id,
+        gated: spec.gated,
+        private: spec.private,
+        tokens: spec.tokens,
         branches: BTreeMap::new(),
         tags: BTreeMap::new(),
         by_commit: HashMap::new(),
     };
     let mut all_tags = Vec::new();
-    for (name, tags, files) in branches {
+    for PendingBranch { name, tags, files } in branches {
         let commit = commit_id(kind, &repo.id, &name, &files);
         let mut entries = BTreeMap::new();
         for (path, f) in files {
