@@ -7,6 +7,8 @@
 pub mod cache;
 /// The command line: argument parsing and the commands.
 pub mod cli;
+/// Who holds what: the `Discovery` trait, its in-memory and libp2p Kademlia implementations.
+pub mod discovery;
 /// HF-compatible Hub emulator with fault injection, for tests and simulations.
 pub mod emulator;
 /// Etags (git blob SHA-1, SHA-256) and their streaming hashers. Pure.
@@ -15,6 +17,8 @@ pub mod etag;
 pub mod hub;
 /// What a snapshot holds: its files with sizes and etags.
 pub mod manifest;
+/// Node identity (ed25519 key, id), topology labels, and the cluster secret.
+pub mod node;
 /// Progress output: a bar on a terminal, plain lines otherwise.
 pub mod progress;
 /// Pull a snapshot from the Hub into the cache tree (standalone, no peers).

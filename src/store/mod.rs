@@ -4,11 +4,14 @@
 //! Chunks are the unit of resume (and, later, of transfer between peers). They live inside the
 //! HF cache tree's own files: there is never a second copy of the bytes.
 
+/// Sets of chunk indices.
+pub mod bitmap;
 /// A blob being downloaded, with its persisted record of complete chunks.
 pub mod partial;
 
 use std::ops::Range;
 
+pub use bitmap::Bitmap;
 pub use partial::PartialBlob;
 
 /// Size of a chunk in bytes: the unit of resume and verification. The last chunk of a blob may be
