@@ -545,6 +545,16 @@ private = true
         std::os::unix::fs::symlink(outside.path().join("secret"), repo.join("leak")).unwrap();
         let e = load_root(dir.path()).unwrap_err().to_string();
         assert!(e.contains("outside the root"), "{e}");
+        std::fs::remove_file(repo.join("leak")).unwrap();
+        std::fs::write(dir.path().join("real.txt"), "r").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real.txt"), repo.join("inside")).unwrap();
+        let (specs, _) = load_root(dir.path()).unwrap();
+        assert_eq!(specs[0].branches[0].files[0].path.as_str(), "inside");
+        assert_eq!(specs[0].branches[0].files[0].size, 1);
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("d"), repo.join("dirlink")).unwrap();
+        let e = load_root(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("directories are not supported"), "{e}");
         let bad = load_root(&dir.path().join("missing"))
             .unwrap_err()
             .to_string();
