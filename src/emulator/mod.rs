@@ -28,6 +28,7 @@ pub mod faults;
 pub mod stats;
 
 mod body;
+mod parse;
 mod routes;
 mod store;
 mod synthetic;
