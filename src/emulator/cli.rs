@@ -82,3 +82,44 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(
+        faults: Option<PathBuf>,
+        latency_ms: Option<u64>,
+        bandwidth: Option<u64>,
+    ) -> HubEmulatorArgs {
+        HubEmulatorArgs {
+            root: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            latency_ms,
+            bandwidth,
+            faults,
+        }
+    }
+
+    #[test]
+    fn flags_override_the_faults_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("faults.json");
+        std::fs::write(
+            &file,
+            r#"{"latency_ms": 5, "errors": [{"status": 503, "count": 2}]}"#,
+        )
+        .unwrap();
+        let config = args(Some(file.clone()), None, Some(1000)).config().unwrap();
+        assert_eq!(config.faults.latency_ms, Some(5));
+        assert_eq!(config.faults.bandwidth_bps, Some(1000));
+        assert_eq!(config.faults.errors[0].count, Some(2));
+        let config = args(Some(file), Some(9), None).config().unwrap();
+        assert_eq!(config.faults.latency_ms, Some(9));
+        std::fs::write(dir.path().join("bad.json"), r#"{"latency": 5}"#).unwrap();
+        let e = args(Some(dir.path().join("bad.json")), None, None)
+            .config()
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+    }
+}

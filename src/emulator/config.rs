@@ -141,16 +141,16 @@ pub struct SyntheticDecl {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The root is missing or unreadable.
-    #[error("root directory {}: {source}", path.display())]
+    #[error("root directory {}: {error}", path.display())]
     Root {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file or folder under the root cannot be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `hub.toml` is malformed (the message includes the line).
     #[error("{}: {message}", path.display())]
@@ -163,9 +163,23 @@ pub enum ConfigError {
 impl HubToml {
     /// Parses the text of a `hub.toml`; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<HubToml, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " "),
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| {
+                text.as_bytes()[..span.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
+            let message = e.message().trim_end().replace('\n', " ");
+            let message = match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            };
+            ConfigError::Toml {
+                path: path.to_path_buf(),
+                message,
+            }
         })
     }
 }
@@ -173,22 +187,22 @@ impl HubToml {
 /// Reads `root` (plain folders and `hub.toml`) into repository declarations and the page size.
 /// Blocking: call from `spawn_blocking`.
 pub(crate) fn load_root(root: &Path) -> Result<(Vec<RepoSpec>, usize), ConfigError> {
-    let root = root.canonicalize().map_err(|source| ConfigError::Root {
+    let root = root.canonicalize().map_err(|error| ConfigError::Root {
         path: root.to_path_buf(),
-        source,
+        error,
     })?;
     if !root.is_dir() {
-        let source = std::io::Error::other("not a directory");
-        return Err(ConfigError::Root { path: root, source });
+        let error = std::io::Error::other("not a directory");
+        return Err(ConfigError::Root { path: root, error });
     }
     let toml_path = root.join(HUB_TOML);
     let hub = match std::fs::read_to_string(&toml_path) {
         Ok(text) => HubToml::parse(&text, &toml_path)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => HubToml::default(),
-        Err(source) => {
+        Err(error) => {
             return Err(ConfigError::Io {
                 path: toml_path,
-                source,
+                error,
             })
         }
     };
@@ -347,9 +361,9 @@ fn plain_folders(
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let io = |source| ConfigError::Io {
+    let io = |error| ConfigError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -366,15 +380,15 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
 
 /// Every file below `dir` (skipping `.git`), as repo files named by their path below `dir`.
 fn walk(root: &Path, dir: &Path) -> Result<Vec<FileSpec>, ConfigError> {
-    let meta = std::fs::metadata(dir).map_err(|source| ConfigError::Io {
+    let meta = std::fs::metadata(dir).map_err(|error| ConfigError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     if !meta.is_dir() {
-        let source = std::io::Error::other("not a directory");
+        let error = std::io::Error::other("not a directory");
         return Err(ConfigError::Io {
             path: dir.to_path_buf(),
-            source,
+            error,
         });
     }
     let mut files = Vec::new();
@@ -389,9 +403,9 @@ fn walk(root: &Path, dir: &Path) -> Result<Vec<FileSpec>, ConfigError> {
             } else {
                 format!("{prefix}/{name}")
             };
-            let io = |source| ConfigError::Io {
+            let io = |error| ConfigError::Io {
                 path: child.clone(),
-                source,
+                error,
             };
             let lmeta = std::fs::symlink_metadata(&child).map_err(io)?;
             if lmeta.is_dir() {
@@ -531,6 +545,16 @@ private = true
         std::os::unix::fs::symlink(outside.path().join("secret"), repo.join("leak")).unwrap();
         let e = load_root(dir.path()).unwrap_err().to_string();
         assert!(e.contains("outside the root"), "{e}");
+        std::fs::remove_file(repo.join("leak")).unwrap();
+        std::fs::write(dir.path().join("real.txt"), "r").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real.txt"), repo.join("inside")).unwrap();
+        let (specs, _) = load_root(dir.path()).unwrap();
+        assert_eq!(specs[0].branches[0].files[0].path.as_str(), "inside");
+        assert_eq!(specs[0].branches[0].files[0].size, 1);
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("d"), repo.join("dirlink")).unwrap();
+        let e = load_root(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("directories are not supported"), "{e}");
         let bad = load_root(&dir.path().join("missing"))
             .unwrap_err()
             .to_string();

@@ -28,6 +28,7 @@ pub mod faults;
 pub mod stats;
 
 mod body;
+mod parse;
 mod routes;
 mod store;
 mod synthetic;
@@ -72,10 +73,10 @@ pub enum EmulatorError {
     #[error("{0}")]
     Repos(String),
     /// A listener could not be bound (e.g. the port is in use).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -117,13 +118,13 @@ impl Emulator {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| EmulatorError::Bind { addr, source })
+                .map_err(|error| EmulatorError::Bind { addr, error })
         };
         let hub = bind(config.listen).await?;
         let cdn = bind(SocketAddr::new(config.listen.ip(), 0)).await?;
         let local = |l: &TcpListener, addr| {
             l.local_addr()
-                .map_err(|source| EmulatorError::Bind { addr, source })
+                .map_err(|error| EmulatorError::Bind { addr, error })
         };
         let (hub_addr, cdn_addr) = (local(&hub, config.listen)?, local(&cdn, config.listen)?);
         let shared = Arc::new(Shared {
