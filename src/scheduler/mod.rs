@@ -1,0 +1,441 @@
+//! The multi-peer scheduler for one blob: which chunk to ask of whom. Pure: it takes events and
+//! `now`, and returns decisions; the mesh driver executes them over QUIC and HTTP, and the
+//! simulator can drive it directly.
+//!
+//! Rules, in order, for each chunk this node lacks and is not already fetching:
+//! 1. if peers that are not banned hold it (and its hash is known, so it can be verified), ask the
+//!    nearest one with spare capacity: same rack, then same zone, then lowest RTT, then least busy;
+//!    consecutive chunks from one peer go in one request;
+//! 2. otherwise it must come from the Hub, once for the whole cluster: the chunk's *stripe* has
+//!    one owner among the nodes pulling this blob (rendezvous hashing over their ids), and only
+//!    the owner fetches it from the Hub. The others wait for it to appear at the owner — unless
+//!    they have waited longer than `origin_grace` (the owner may be slow or dead), in which case
+//!    they fetch it from the Hub themselves.
+//!
+//! A peer that sends a chunk that fails verification is banned for this blob and everything it
+//! owed is asked of others; a request that stalls past `stall_timeout` is given up (a strike) and
+//! re-asked elsewhere; a peer with `max_strikes` strikes is banned.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::node::{NodeId, Topology};
+use crate::store::Bitmap;
+
+/// Tuning of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedConfig {
+    /// Chunks in one request to a peer.
+    pub chunks_per_request: u64,
+    /// Requests in flight to one peer.
+    pub requests_per_peer: usize,
+    /// Requests in flight to the Hub from this node for this blob.
+    pub hub_requests: usize,
+    /// Chunks per stripe: the unit of Hub ownership and the largest Hub request.
+    pub stripe_chunks: u64,
+    /// How long to wait for a stripe's owner before fetching it from the Hub ourselves.
+    pub origin_grace: Duration,
+    /// A peer request older than this is given up and re-asked elsewhere.
+    pub stall_timeout: Duration,
+    /// Strikes (stalls, failed requests) before a peer is banned.
+    pub max_strikes: u32,
+}
+
+impl Default for SchedConfig {
+    /// 4 chunks (16 MiB) per peer request, 4 in flight per peer, 2 Hub requests, 4-chunk stripes,
+    /// 20 s origin grace, 10 s stall timeout, 3 strikes.
+    fn default() -> Self {
+        SchedConfig {
+            chunks_per_request: 4,
+            requests_per_peer: 4,
+            hub_requests: 2,
+            stripe_chunks: 4,
+            origin_grace: Duration::from_secs(20),
+            stall_timeout: Duration::from_secs(10),
+            max_strikes: 3,
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A peer, by id.
+    Peer(NodeId),
+    /// The Hub (HTTP Range).
+    Hub,
+}
+
+/// A request the driver should make: chunks `chunks` of the blob from `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Where to ask.
+    pub source: Source,
+    /// Which chunks (consecutive).
+    pub chunks: Range<u64>,
+}
+
+/// How a request went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A chunk failed verification: the peer is banned.
+    BadChunk,
+    /// The peer said it does not have the chunk after all: it is asked again later.
+    Missing,
+    /// The connection or request failed, or stalled: a strike.
+    Failed,
+}
+
+/// How near a peer is, from the topology labels: lower is nearer.
+pub fn proximity(me: &Topology, them: &Topology) -> u8 {
+    let same = |a: &Option<String>, b: &Option<String>| a.is_some() && a == b;
+    match (same(&me.zone, &them.zone), same(&me.rack, &them.rack)) {
+        (true, true) => 0,
+        (true, false) => 1,
+        _ => 2,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PeerView {
+    have: Bitmap,
+    proximity: u8,
+    rtt: Duration,
+    inflight: usize,
+    strikes: u32,
+    banned: bool,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    source: Source,
+    since: Instant,
+}
+
+/// Scheduling state of one blob on this node.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: SchedConfig,
+    me: NodeId,
+    key: [u8; 32],
+    local: Bitmap,
+    verifiable: Bitmap,
+    hub_allowed: bool,
+    peers: HashMap<NodeId, PeerView>,
+    pullers: Vec<NodeId>,
+    inflight: BTreeMap<u64, InFlight>,
+    hub_inflight: usize,
+    waiting_since: HashMap<u64, Instant>,
+}
+
+impl Scheduler {
+    /// A scheduler for a blob of `chunks` chunks, identified by `key` (its etag's bytes, for the
+    /// rendezvous hash), of which `local` are already here.
+    pub fn new(cfg: SchedConfig, me: NodeId, key: &[u8], local: Bitmap) -> Scheduler {
+        let n = local.len();
+        Scheduler {
+            cfg,
+            me,
+            key: *blake3::hash(key).as_bytes(),
+            verifiable: Bitmap::empty(n),
+            local,
+            hub_allowed: true,
+            peers: HashMap::new(),
+            pullers: vec![me],
+            inflight: BTreeMap::new(),
+            hub_inflight: 0,
+            waiting_since: HashMap::new(),
+        }
+    }
+
+    /// Whether every chunk is here.
+    pub fn is_done(&self) -> bool {
+        self.local.is_full()
+    }
+
+    /// Chunks here.
+    pub fn local(&self) -> &Bitmap {
+        &self.local
+    }
+
+    /// Whether the Hub may be used (false when it is down or the blob is unknown to it).
+    pub fn set_hub_allowed(&mut self, allowed: bool) {
+        self.hub_allowed = allowed;
+    }
+
+    /// Marks chunks whose hash is known, so that they can be verified when a peer sends them.
+    pub fn set_verifiable(&mut self, index: u64) {
+        self.verifiable.set(index);
+    }
+
+    /// Adds or refreshes a peer: what it holds, how near it is, its RTT.
+    pub fn update_peer(&mut self, id: NodeId, have: Bitmap, proximity: u8, rtt: Duration) {
+        if id == self.me || have.len() != self.local.len() {
+            return;
+        }
+        let view = self.peers.entry(id).or_insert(PeerView {
+            have: have.clone(),
+            proximity,
+            rtt,
+            inflight: 0,
+            strikes: 0,
+            banned: false,
+        });
+        view.have = have;
+        view.proximity = proximity;
+        view.rtt = rtt;
+    }
+
+    /// Forgets a peer (it left); what it owed is asked of others.
+    pub fn remove_peer(&mut self, id: &NodeId) {
+        self.peers.remove(id);
+        self.pullers.retain(|p| p != id);
+        self.drop_inflight(|s| s == Source::Peer(*id));
+    }
+
+    /// Whether a peer is banned.
+    pub fn is_banned(&self, id: &NodeId) -> bool {
+        self.peers.get(id).is_some_and(|p| p.banned)
+    }
+
+    /// The nodes pulling this blob from the Hub together (this node is always one of them).
+    pub fn set_pullers(&mut self, mut pullers: Vec<NodeId>) {
+        pullers.push(self.me);
+        pullers.sort();
+        pullers.dedup();
+        self.pullers = pullers;
+    }
+
+    /// The owner of `chunk`'s stripe: the puller with the highest rendezvous score.
+    pub fn stripe_owner(&self, chunk: u64) -> NodeId {
+        let stripe = chunk / self.cfg.stripe_chunks.max(1);
+        *self
+            .pullers
+            .iter()
+            .max_by_key(|id| {
+                let mut h = blake3::Hasher::new();
+                h.update(&self.key)
+                    .update(&id.0)
+                    .update(&stripe.to_le_bytes());
+                let b = h.finalize();
+                u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"))
+            })
+            .expect("pullers always holds this node")
+    }
+
+    /// A chunk arrived and was verified and written.
+    pub fn completed(&mut self, chunk: u64, from: Source) {
+        self.local.set(chunk);
+        self.verifiable.set(chunk);
+        self.waiting_since.remove(&chunk);
+        if let Some(f) = self.inflight.remove(&chunk) {
+            self.release(f.source);
+        }
+        if let Source::Peer(id) = from {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.strikes = 0;
+            }
+        }
+    }
+
+    /// A request for `chunks` from `from` went wrong; the chunks not yet here are asked again.
+    /// One call is one fault: at most one strike, whatever the number of chunks.
+    pub fn failed(&mut self, chunks: Range<u64>, from: Source, fault: Fault) {
+        self.fail_chunks(&chunks.collect::<Vec<_>>(), from, fault);
+    }
+
+    fn fail_chunks(&mut self, chunks: &[u64], from: Source, fault: Fault) {
+        for &c in chunks {
+            if self.inflight.get(&c).is_some_and(|f| f.source == from) {
+                self.inflight.remove(&c);
+                self.release(from);
+            }
+            if fault == Fault::Missing {
+                if let Source::Peer(id) = from {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.have = without(&p.have, c);
+                    }
+                }
+            }
+        }
+        if let Source::Peer(id) = from {
+            let max = self.cfg.max_strikes;
+            if let Some(p) = self.peers.get_mut(&id) {
+                match fault {
+                    Fault::BadChunk => p.banned = true,
+                    Fault::Failed => {
+                        p.strikes += 1;
+                        p.banned |= p.strikes >= max;
+                    }
+                    Fault::Missing => {}
+                }
+            }
+            if self.is_banned(&id) {
+                self.drop_inflight(|s| s == Source::Peer(id));
+            }
+        }
+    }
+
+    /// Gives up requests older than the stall timeout (a strike for their peer) and returns them.
+    pub fn expire_stalled(&mut self, now: Instant) -> Vec<(u64, Source)> {
+        let stalled: Vec<(u64, Source)> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| {
+                matches!(f.source, Source::Peer(_))
+                    && now.duration_since(f.since) >= self.cfg.stall_timeout
+            })
+            .map(|(c, f)| (*c, f.source))
+            .collect();
+        let mut by_source: HashMap<Source, Vec<u64>> = HashMap::new();
+        for (c, source) in &stalled {
+            by_source.entry(*source).or_default().push(*c);
+        }
+        for (source, chunks) in by_source {
+            self.fail_chunks(&chunks, source, Fault::Failed);
+        }
+        stalled
+    }
+
+    /// The earliest moment something may change without an event: a stall to expire or an
+    /// origin grace to run out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let stall = self
+            .inflight
+            .values()
+            .filter(|f| matches!(f.source, Source::Peer(_)))
+            .map(|f| f.since + self.cfg.stall_timeout);
+        let grace = self
+            .waiting_since
+            .values()
+            .map(|t| *t + self.cfg.origin_grace);
+        stall.chain(grace).min()
+    }
+
+    /// Decides the next requests and records them as in flight.
+    pub fn plan(&mut self, now: Instant) -> Vec<Request> {
+        let mut out = Vec::new();
+        let mut c = 0;
+        let n = self.local.len();
+        while c < n {
+            if self.local.get(c) || self.inflight.contains_key(&c) {
+                c += 1;
+                continue;
+            }
+            if let Some(peer) = self.best_peer(c) {
+                let end = self.run_end(c, self.cfg.chunks_per_request, |s, i| {
+                    s.peer_can_serve(&peer, i)
+                });
+                self.start(c..end, Source::Peer(peer), now, &mut out);
+                c = end;
+                continue;
+            }
+            if !self.hub_allowed || self.hub_inflight >= self.cfg.hub_requests {
+                c += 1;
+                continue;
+            }
+            let owner = self.stripe_owner(c);
+            let since = *self.waiting_since.entry(c).or_insert(now);
+            let mine = owner == self.me || now.duration_since(since) >= self.cfg.origin_grace;
+            if !mine {
+                c += 1;
+                continue;
+            }
+            let stripe_end = ((c / self.cfg.stripe_chunks + 1) * self.cfg.stripe_chunks).min(n);
+            let end = self.run_end(c, stripe_end - c, |s, i| s.best_peer(i).is_none());
+            self.start(c..end, Source::Hub, now, &mut out);
+            c = end;
+        }
+        out
+    }
+
+    fn start(&mut self, chunks: Range<u64>, source: Source, now: Instant, out: &mut Vec<Request>) {
+        for i in chunks.clone() {
+            self.inflight.insert(i, InFlight { source, since: now });
+            self.waiting_since.remove(&i);
+        }
+        match source {
+            Source::Hub => self.hub_inflight += 1,
+            Source::Peer(id) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.inflight += 1;
+                }
+            }
+        }
+        out.push(Request { source, chunks });
+    }
+
+    /// End of the run of chunks from `start` (at most `max`) that are missing, not in flight,
+    /// and satisfy `ok`.
+    fn run_end(&self, start: u64, max: u64, ok: impl Fn(&Self, u64) -> bool) -> u64 {
+        let mut end = start + 1;
+        while end < (start + max).min(self.local.len())
+            && !self.local.get(end)
+            && !self.inflight.contains_key(&end)
+            && ok(self, end)
+        {
+            end += 1;
+        }
+        end
+    }
+
+    fn peer_can_serve(&self, id: &NodeId, chunk: u64) -> bool {
+        self.verifiable.get(chunk)
+            && self
+                .peers
+                .get(id)
+                .is_some_and(|p| !p.banned && p.have.get(chunk))
+    }
+
+    fn best_peer(&self, chunk: u64) -> Option<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(id, p)| {
+                p.inflight < self.cfg.requests_per_peer && self.peer_can_serve(id, chunk)
+            })
+            .min_by_key(|(id, p)| (p.proximity, p.inflight, p.rtt, **id))
+            .map(|(id, _)| *id)
+    }
+
+    fn release(&mut self, source: Source) {
+        // One request can cover several chunks; its slot is freed when its last chunk leaves.
+        let still = self.inflight.values().any(|f| f.source == source);
+        if still {
+            return;
+        }
+        match source {
+            Source::Hub => self.hub_inflight = 0,
+            Source::Peer(id) => {
+                if let Some(p) = self.peers.get_mut(&id) {
+                    p.inflight = 0;
+                }
+            }
+        }
+    }
+
+    fn drop_inflight(&mut self, matches: impl Fn(Source) -> bool) {
+        let gone: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| matches(f.source))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in gone {
+            if let Some(f) = self.inflight.remove(&c) {
+                self.release(f.source);
+            }
+        }
+    }
+}
+
+fn without(b: &Bitmap, chunk: u64) -> Bitmap {
+    let mut out = Bitmap::empty(b.len());
+    (0..b.len())
+        .filter(|&i| i != chunk && b.get(i))
+        .for_each(|i| out.set(i));
+    out
+}

@@ -1,0 +1,312 @@
+use super::*;
+use crate::node::NodeKey;
+
+fn id(n: u8) -> NodeId {
+    NodeKey::from_secret([n; 32]).id()
+}
+
+fn sched(chunks: u64) -> Scheduler {
+    let mut s = Scheduler::new(
+        SchedConfig::default(),
+        id(0),
+        b"etag",
+        Bitmap::empty(chunks),
+    );
+    (0..chunks).for_each(|i| s.set_verifiable(i));
+    s
+}
+
+fn complete_all(s: &mut Scheduler, reqs: &[Request]) {
+    for r in reqs {
+        for c in r.chunks.clone() {
+            s.completed(c, r.source);
+        }
+    }
+}
+
+#[test]
+fn nearest_peer_first_and_consecutive_chunks_grouped() {
+    let now = Instant::now();
+    let mut s = sched(8);
+    s.update_peer(id(1), Bitmap::full(8), 2, Duration::from_micros(100));
+    s.update_peer(id(2), Bitmap::full(8), 0, Duration::from_millis(5));
+    let reqs = s.plan(now);
+    assert_eq!(
+        reqs[0],
+        Request {
+            source: Source::Peer(id(2)),
+            chunks: 0..4
+        },
+        "same rack beats lower RTT"
+    );
+    assert!(
+        reqs.iter().all(|r| r.source != Source::Hub),
+        "peers hold everything: no Hub request"
+    );
+    complete_all(&mut s, &reqs);
+    assert!(s.is_done());
+}
+
+#[test]
+fn proximity_from_labels() {
+    let t = |z: &str, r: &str| Topology {
+        zone: Some(z.into()),
+        rack: Some(r.into()),
+    };
+    assert_eq!(proximity(&t("a", "1"), &t("a", "1")), 0);
+    assert_eq!(proximity(&t("a", "1"), &t("a", "2")), 1);
+    assert_eq!(proximity(&t("a", "1"), &t("b", "1")), 2);
+    assert_eq!(
+        proximity(&Topology::default(), &Topology::default()),
+        2,
+        "no labels: no claim of nearness"
+    );
+}
+
+#[test]
+fn unverifiable_chunks_are_not_asked_of_peers() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(SchedConfig::default(), id(0), b"etag", Bitmap::empty(4));
+    s.set_hub_allowed(false);
+    s.update_peer(id(1), Bitmap::full(4), 0, Duration::ZERO);
+    assert!(s.plan(now).is_empty(), "no hash known yet: wait");
+    s.set_verifiable(2);
+    assert_eq!(
+        s.plan(now),
+        vec![Request {
+            source: Source::Peer(id(1)),
+            chunks: 2..3
+        }]
+    );
+}
+
+#[test]
+fn a_bad_chunk_bans_the_peer_and_its_work_goes_elsewhere() {
+    let now = Instant::now();
+    let mut s = sched(8);
+    s.set_hub_allowed(false);
+    s.update_peer(id(1), Bitmap::full(8), 0, Duration::ZERO);
+    s.update_peer(id(2), Bitmap::full(8), 2, Duration::ZERO);
+    let first = s.plan(now);
+    assert!(first.iter().all(|r| r.source == Source::Peer(id(1))));
+    s.failed(0..4, Source::Peer(id(1)), Fault::BadChunk);
+    assert!(s.is_banned(&id(1)));
+    let again = s.plan(now);
+    assert!(
+        !again.is_empty() && again.iter().all(|r| r.source == Source::Peer(id(2))),
+        "{again:?}"
+    );
+    let covered: Vec<u64> = again.iter().flat_map(|r| r.chunks.clone()).collect();
+    assert_eq!(
+        covered,
+        (0..8).collect::<Vec<_>>(),
+        "everything the banned peer owed is re-asked"
+    );
+}
+
+#[test]
+fn stalled_requests_are_reasked_and_repeat_stallers_banned() {
+    let t0 = Instant::now();
+    let mut s = sched(4);
+    s.set_hub_allowed(false);
+    s.update_peer(id(1), Bitmap::full(4), 0, Duration::ZERO);
+    s.update_peer(id(2), Bitmap::full(4), 1, Duration::ZERO);
+    let reqs = s.plan(t0);
+    assert_eq!(
+        reqs,
+        vec![Request {
+            source: Source::Peer(id(1)),
+            chunks: 0..4
+        }]
+    );
+    assert_eq!(
+        s.next_deadline(),
+        Some(t0 + SchedConfig::default().stall_timeout)
+    );
+    let later = t0 + SchedConfig::default().stall_timeout;
+    assert_eq!(s.expire_stalled(later).len(), 4);
+    // One strike each time; the slow peer is still nearest, until the third strike bans it.
+    for _ in 0..2 {
+        let r = s.plan(later);
+        assert_eq!(r[0].source, Source::Peer(id(1)));
+        s.failed(r[0].chunks.clone(), r[0].source, Fault::Failed);
+    }
+    assert!(s.is_banned(&id(1)));
+    assert_eq!(s.plan(later)[0].source, Source::Peer(id(2)));
+}
+
+#[test]
+fn pullers_split_the_hub_and_each_stripe_has_exactly_one_owner() {
+    let now = Instant::now();
+    let nodes: Vec<NodeId> = (0..4).map(id).collect();
+    let chunks = 64;
+    let mut owned = vec![0u32; chunks as usize];
+    for me in &nodes {
+        let mut s = Scheduler::new(
+            SchedConfig {
+                hub_requests: usize::MAX,
+                ..SchedConfig::default()
+            },
+            *me,
+            b"etag",
+            Bitmap::empty(chunks),
+        );
+        s.set_pullers(nodes.clone());
+        for r in s.plan(now) {
+            assert_eq!(r.source, Source::Hub);
+            for c in r.chunks {
+                owned[c as usize] += 1;
+            }
+        }
+    }
+    assert!(
+        owned.iter().all(|&n| n == 1),
+        "each chunk fetched from the Hub by exactly one node: {owned:?}"
+    );
+    let per_node: Vec<usize> = nodes
+        .iter()
+        .map(|me| {
+            let mut s = Scheduler::new(SchedConfig::default(), *me, b"etag", Bitmap::empty(chunks));
+            s.set_pullers(nodes.clone());
+            (0..chunks).filter(|&c| s.stripe_owner(c) == *me).count()
+        })
+        .collect();
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "every puller owns some stripes: {per_node:?}"
+    );
+}
+
+#[test]
+fn a_non_owner_waits_for_the_owner_then_takes_over_after_the_grace() {
+    let t0 = Instant::now();
+    let cfg = SchedConfig {
+        stripe_chunks: 64,
+        ..SchedConfig::default()
+    };
+    let grace = cfg.origin_grace;
+    let (a, b) = (id(1), id(2));
+    let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(64));
+    probe.set_pullers(vec![a, b]);
+    let (owner, other) = if probe.stripe_owner(0) == a {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut s = Scheduler::new(cfg, other, b"etag", Bitmap::empty(64));
+    s.set_pullers(vec![owner]);
+    assert!(
+        s.plan(t0).is_empty(),
+        "the owner fetches this stripe from the Hub; we wait"
+    );
+    assert_eq!(s.next_deadline(), Some(t0 + grace));
+    // The owner's chunks appear: take them from it.
+    let mut have = Bitmap::empty(64);
+    have.set(0);
+    s.update_peer(owner, have, 2, Duration::ZERO);
+    s.set_verifiable(0);
+    assert_eq!(
+        s.plan(t0),
+        vec![Request {
+            source: Source::Peer(owner),
+            chunks: 0..1
+        }]
+    );
+    // The rest never comes: after the grace, fetch it from the Hub ourselves.
+    let late = s.plan(t0 + grace);
+    assert_eq!(
+        late,
+        vec![Request {
+            source: Source::Hub,
+            chunks: 1..64
+        }]
+    );
+}
+
+#[test]
+fn a_peer_that_leaves_hands_its_work_back() {
+    let now = Instant::now();
+    let mut s = sched(4);
+    s.update_peer(id(1), Bitmap::full(4), 0, Duration::ZERO);
+    assert_eq!(s.plan(now)[0].source, Source::Peer(id(1)));
+    s.remove_peer(&id(1));
+    assert_eq!(
+        s.plan(now),
+        vec![Request {
+            source: Source::Hub,
+            chunks: 0..4
+        }]
+    );
+}
+
+/// Against a naive model: whatever the peers hold and however requests fail, the scheduler never
+/// asks for a chunk that is here or already asked, only asks peers for chunks they hold, and
+/// finishes.
+#[test]
+fn random_swarms_always_finish_without_double_asking() {
+    let mut rng_state = 0x9e3779b97f4a7c15u64;
+    let mut rand = move || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    for _case in 0..200 {
+        let n = 1 + rand() % 40;
+        let now = Instant::now();
+        let mut s = sched(n);
+        let peers: Vec<(NodeId, Bitmap)> = (1..=(rand() % 4) as u8)
+            .map(|p| {
+                let mut b = Bitmap::empty(n);
+                (0..n).filter(|_| rand() % 2 == 0).for_each(|c| b.set(c));
+                (id(p), b)
+            })
+            .collect();
+        for (p, b) in &peers {
+            s.update_peer(
+                *p,
+                b.clone(),
+                (rand() % 3) as u8,
+                Duration::from_micros(rand() % 1000),
+            );
+        }
+        for _round in 0..1000 {
+            if s.is_done() {
+                break;
+            }
+            let reqs = s.plan(now);
+            assert!(
+                !reqs.is_empty(),
+                "stuck with chunks missing and nothing in flight"
+            );
+            let mut this_round = std::collections::HashSet::new();
+            for r in &reqs {
+                for c in r.chunks.clone() {
+                    assert!(!s.local().get(c), "asked for a chunk already here");
+                    assert!(this_round.insert(c), "chunk {c} asked twice at once");
+                    if let Source::Peer(p) = r.source {
+                        assert!(
+                            peers.iter().any(|(q, b)| *q == p && b.get(c)),
+                            "asked a peer for a chunk it lacks"
+                        );
+                    }
+                }
+            }
+            // Planning again while those are in flight must not ask for any of them again.
+            let more = s.plan(now);
+            for r in &more {
+                assert!(
+                    r.chunks.clone().all(|c| !this_round.contains(&c)),
+                    "re-asked a chunk in flight"
+                );
+            }
+            for r in reqs.into_iter().chain(more) {
+                match rand() % 5 {
+                    0 => s.failed(r.chunks.clone(), r.source, Fault::Failed),
+                    _ => r.chunks.clone().for_each(|c| s.completed(c, r.source)),
+                }
+            }
+        }
+        assert!(s.is_done(), "did not finish");
+    }
+}
