@@ -19,9 +19,10 @@ use super::{chunk_count, chunk_range, StoreError, CHUNK_SIZE};
 use crate::etag::Etag;
 
 /// Version of the on-disk progress record; a record of another version is discarded.
-const RECORD_VERSION: u32 = 1;
-/// Largest progress record we read (a 1 TB blob in 4 MiB chunks needs 32 KiB of bitmap).
-const MAX_RECORD_LEN: u64 = 1 << 20;
+const RECORD_VERSION: u32 = 2;
+/// Largest progress record we read (a 1 TB blob in 4 MiB chunks needs 32 KiB of bitmap and
+/// 8 MiB of chunk hashes).
+const MAX_RECORD_LEN: u64 = 64 << 20;
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Record {
@@ -30,6 +31,8 @@ struct Record {
     size: u64,
     chunk_size: u64,
     done: Vec<u8>,
+    /// BLAKE3 of each complete chunk (all zeros where not complete).
+    hashes: Vec<[u8; 32]>,
 }
 
 /// A partially downloaded blob. Methods do blocking file I/O: call them from blocking contexts.
@@ -41,6 +44,7 @@ pub struct PartialBlob {
     record_path: PathBuf,
     file: fs::File,
     done: Mutex<Vec<u8>>,
+    hashes: Mutex<Vec<[u8; 32]>>,
 }
 
 impl PartialBlob {
@@ -57,15 +61,17 @@ impl PartialBlob {
                     && r.size == size
                     && r.chunk_size == CHUNK_SIZE
                     && r.done.len() == bitmap_len(size)
+                    && r.hashes.len() as u64 == chunk_count(size)
             })
             .filter(|_| fs::metadata(&data_path).is_ok_and(|m| m.len() == size));
-        let (file, done) = match resumed {
+        let (file, done, hashes) = match resumed {
             Some(r) => (
                 fs::OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(&data_path)?,
                 r.done,
+                r.hashes,
             ),
             None => {
                 let _ = fs::remove_file(&record_path);
@@ -76,7 +82,8 @@ impl PartialBlob {
                     .truncate(true)
                     .open(&data_path)?;
                 file.set_len(size)?;
-                (file, vec![0u8; bitmap_len(size)])
+                let hashes = vec![[0u8; 32]; chunk_count(size) as usize];
+                (file, vec![0u8; bitmap_len(size)], hashes)
             }
         };
         Ok(PartialBlob {
@@ -86,6 +93,7 @@ impl PartialBlob {
             record_path,
             file,
             done: Mutex::new(done),
+            hashes: Mutex::new(hashes),
         })
     }
 
@@ -162,6 +170,24 @@ impl PartialBlob {
         done[(index / 8) as usize] |= 1 << (index % 8);
     }
 
+    /// Records chunk `index` as complete with its BLAKE3 hash.
+    pub fn mark_complete_with_hash(&self, index: u64, hash: [u8; 32]) {
+        self.hashes.lock().expect("hashes lock")[index as usize] = hash;
+        self.mark_complete(index);
+    }
+
+    /// The BLAKE3 hash recorded for chunk `index`, if one was.
+    pub fn chunk_hash(&self, index: u64) -> Option<[u8; 32]> {
+        let h = *self.hashes.lock().expect("hashes lock").get(index as usize)?;
+        (h != [0; 32]).then_some(h)
+    }
+
+    /// Which chunks are complete.
+    pub fn bitmap(&self) -> super::Bitmap {
+        super::Bitmap::from_bits(self.chunks(), self.done.lock().expect("bitmap lock").clone())
+            .unwrap_or_else(|| super::Bitmap::empty(self.chunks()))
+    }
+
     /// Whether every chunk is complete.
     pub fn is_complete(&self) -> bool {
         (0..self.chunks()).all(|i| self.has_chunk(i))
@@ -176,6 +202,7 @@ impl PartialBlob {
             size: self.size,
             chunk_size: CHUNK_SIZE,
             done: self.done.lock().expect("bitmap lock").clone(),
+            hashes: self.hashes.lock().expect("hashes lock").clone(),
         };
         let bytes = postcard::to_stdvec(&record).map_err(io::Error::other)?;
         let dir = self.record_path.parent().expect("record has a parent");

@@ -105,3 +105,22 @@ fn wrong_content_is_refused_and_discarded() {
         "writes past the end are refused"
     );
 }
+
+#[test]
+fn chunk_hashes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(2 * CHUNK_SIZE);
+    let etag = sha256(&data);
+    let h0 = *blake3::hash(&data[..CHUNK_SIZE as usize]).as_bytes();
+    {
+        let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+        p.write_at(0, &data[..CHUNK_SIZE as usize]).unwrap();
+        p.mark_complete_with_hash(0, h0);
+        p.checkpoint().unwrap();
+    }
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    assert_eq!(p.chunk_hash(0), Some(h0));
+    assert_eq!(p.chunk_hash(1), None);
+    assert!(p.bitmap().get(0) && !p.bitmap().get(1));
+    assert_eq!(p.chunk_hash(7), None, "out of range is simply unknown");
+}
