@@ -17,6 +17,8 @@ pub mod etag;
 pub mod hub;
 /// What a snapshot holds: its files with sizes and etags.
 pub mod manifest;
+/// The mesh: local holdings, the announce loop, and the multi-peer pull.
+pub mod mesh;
 /// Node identity (ed25519 key, id), topology labels, and the cluster secret.
 pub mod node;
 /// Progress output: a bar on a terminal, plain lines otherwise.

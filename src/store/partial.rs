@@ -178,14 +178,21 @@ impl PartialBlob {
 
     /// The BLAKE3 hash recorded for chunk `index`, if one was.
     pub fn chunk_hash(&self, index: u64) -> Option<[u8; 32]> {
-        let h = *self.hashes.lock().expect("hashes lock").get(index as usize)?;
+        let h = *self
+            .hashes
+            .lock()
+            .expect("hashes lock")
+            .get(index as usize)?;
         (h != [0; 32]).then_some(h)
     }
 
     /// Which chunks are complete.
     pub fn bitmap(&self) -> super::Bitmap {
-        super::Bitmap::from_bits(self.chunks(), self.done.lock().expect("bitmap lock").clone())
-            .unwrap_or_else(|| super::Bitmap::empty(self.chunks()))
+        super::Bitmap::from_bits(
+            self.chunks(),
+            self.done.lock().expect("bitmap lock").clone(),
+        )
+        .unwrap_or_else(|| super::Bitmap::empty(self.chunks()))
     }
 
     /// Whether every chunk is complete.

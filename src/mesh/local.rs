@@ -1,0 +1,321 @@
+//! What this node holds and can serve: complete snapshots (with their signed manifests, kept in
+//! the state directory) and blobs, complete or still arriving (with the BLAKE3 hash of each chunk
+//! it has). The transfer endpoint serves peers from it; the announce loop mirrors its holdings
+//! into the DHT.
+//!
+//! The bytes themselves are never copied: complete blobs are read from `blobs/<etag>` in the HF
+//! cache tree, partial ones from their partial file.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::cache::{fsutil, RepoCache};
+use crate::discovery::ContentKey;
+use crate::etag::Etag;
+use crate::manifest::{ChunkHash, Manifest, SignedManifest};
+use crate::repo::{CommitId, RepoId, RepoKind};
+use crate::store::{chunk_count, chunk_range, Bitmap, PartialBlob};
+
+/// A snapshot's identity.
+pub type SnapshotId = (RepoKind, RepoId, CommitId);
+
+enum Blob {
+    Partial(Arc<PartialBlob>),
+    Complete {
+        path: PathBuf,
+        size: u64,
+        hashes: Arc<Vec<ChunkHash>>,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    snapshots: HashMap<SnapshotId, SignedManifest>,
+    blobs: HashMap<Etag, Blob>,
+}
+
+/// This node's holdings.
+pub struct LocalStore {
+    cache_root: PathBuf,
+    state_dir: PathBuf,
+    inner: Mutex<Inner>,
+    changed: Notify,
+}
+
+impl LocalStore {
+    /// A store over the cache at `cache_root`, keeping manifests under `state_dir/manifests`.
+    /// Snapshots whose manifest is there and whose tree is complete on disk are loaded, so a
+    /// restarted node serves what it held.
+    pub fn open(cache_root: &Path, state_dir: &Path) -> io::Result<LocalStore> {
+        let store = LocalStore {
+            cache_root: cache_root.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            inner: Mutex::new(Inner::default()),
+            changed: Notify::new(),
+        };
+        let dir = store.manifest_dir();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let Ok(bytes) = fs::read(entry.path()) else {
+                    continue;
+                };
+                let Ok(signed) = postcard::from_bytes::<SignedManifest>(&bytes) else {
+                    continue;
+                };
+                let Ok(m) = postcard::from_bytes::<Manifest>(&signed.body) else {
+                    continue;
+                };
+                let Ok(m) = signed.open((m.kind, &m.repo, &m.commit)) else {
+                    continue;
+                };
+                if RepoCache::new(cache_root, m.kind, &m.repo).snapshot_complete(&m.commit) {
+                    store.register_snapshot(&m, signed);
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    fn manifest_dir(&self) -> PathBuf {
+        self.state_dir.join("manifests")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes when the holdings change (for the announce loop).
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Everything to advertise: each snapshot held and each blob held or arriving.
+    pub fn holdings(&self) -> BTreeSet<Vec<u8>> {
+        self.content_keys()
+            .iter()
+            .map(|k| postcard::to_stdvec(k).expect("keys encode"))
+            .collect()
+    }
+
+    /// The same, as content keys.
+    pub fn content_keys(&self) -> Vec<ContentKey> {
+        let inner = self.lock();
+        let snaps = inner
+            .snapshots
+            .keys()
+            .map(|(kind, repo, commit)| ContentKey::Snapshot {
+                kind: *kind,
+                repo: repo.clone(),
+                commit: commit.clone(),
+            });
+        let blobs = inner.blobs.keys().map(|e| ContentKey::Blob(e.clone()));
+        snaps.chain(blobs).collect()
+    }
+
+    /// A blob starts arriving in `partial`: its present chunks can be served from now on.
+    pub fn begin_blob(&self, partial: Arc<PartialBlob>) {
+        let etag = partial.etag().clone();
+        let mut inner = self.lock();
+        if !matches!(inner.blobs.get(&etag), Some(Blob::Complete { .. })) {
+            inner.blobs.insert(etag, Blob::Partial(partial));
+        }
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    /// A blob is complete in the cache tree at `path` with these chunk hashes.
+    pub fn complete_blob(
+        &self,
+        etag: &Etag,
+        path: PathBuf,
+        size: u64,
+        hashes: Arc<Vec<ChunkHash>>,
+    ) {
+        self.lock()
+            .blobs
+            .insert(etag.clone(), Blob::Complete { path, size, hashes });
+        self.changed.notify_one();
+    }
+
+    /// Forgets a blob that was given up.
+    pub fn drop_blob(&self, etag: &Etag) {
+        let mut inner = self.lock();
+        if matches!(inner.blobs.get(etag), Some(Blob::Partial(_))) {
+            inner.blobs.remove(etag);
+        }
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    /// A snapshot is complete: keep its signed manifest (persisted, so it survives a restart),
+    /// and serve every blob it names.
+    pub fn complete_snapshot(&self, manifest: &Manifest, signed: SignedManifest) -> io::Result<()> {
+        let name = format!(
+            "{}--{}.manifest",
+            manifest.repo.folder_name(manifest.kind),
+            manifest.commit
+        );
+        let bytes = postcard::to_stdvec(&signed).map_err(io::Error::other)?;
+        let dir = self.manifest_dir();
+        fsutil::write_atomic(&dir.join("tmp"), &dir.join(name), &bytes)?;
+        self.register_snapshot(manifest, signed);
+        Ok(())
+    }
+
+    fn register_snapshot(&self, m: &Manifest, signed: SignedManifest) {
+        let cache = RepoCache::new(&self.cache_root, m.kind, &m.repo);
+        let mut inner = self.lock();
+        for f in &m.files {
+            let path = cache.layout().blob(&f.entry.etag);
+            let hashes = Arc::new(f.chunks.clone());
+            inner.blobs.insert(
+                f.entry.etag.clone(),
+                Blob::Complete {
+                    path,
+                    size: f.entry.size,
+                    hashes,
+                },
+            );
+        }
+        inner
+            .snapshots
+            .insert((m.kind, m.repo.clone(), m.commit.clone()), signed);
+        drop(inner);
+        self.changed.notify_one();
+    }
+
+    /// The signed manifest of a complete snapshot held here.
+    pub fn manifest(
+        &self,
+        kind: RepoKind,
+        repo: &RepoId,
+        commit: &CommitId,
+    ) -> Option<SignedManifest> {
+        self.lock()
+            .snapshots
+            .get(&(kind, repo.clone(), commit.clone()))
+            .cloned()
+    }
+
+    /// Which chunks of `etag` can be served now.
+    pub fn have(&self, etag: &Etag) -> Option<Bitmap> {
+        match self.lock().blobs.get(etag)? {
+            Blob::Partial(p) => Some(p.bitmap()),
+            Blob::Complete { size, .. } => Some(Bitmap::full(chunk_count(*size))),
+        }
+    }
+
+    /// The hashes this node vouches for: every chunk of a complete blob, the present chunks of a
+    /// partial one (`None` where absent).
+    pub fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<ChunkHash>>> {
+        match self.lock().blobs.get(etag)? {
+            Blob::Partial(p) => Some(
+                (0..p.chunks())
+                    .map(|i| p.chunk_hash(i).filter(|_| p.has_chunk(i)))
+                    .collect(),
+            ),
+            Blob::Complete { hashes, .. } => Some(hashes.iter().map(|h| Some(*h)).collect()),
+        }
+    }
+
+    /// Reads chunk `index` of `etag` if present here (blocking file I/O).
+    pub fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Vec<u8>>> {
+        let source = match self.lock().blobs.get(etag) {
+            None => return Ok(None),
+            Some(Blob::Partial(p)) => {
+                if !p.has_chunk(index) {
+                    return Ok(None);
+                }
+                Err(p.clone())
+            }
+            Some(Blob::Complete { path, size, .. }) => {
+                if index >= chunk_count(*size) {
+                    return Ok(None);
+                }
+                Ok((path.clone(), *size))
+            }
+        };
+        match source {
+            Err(partial) => partial.read_chunk(index).map(Some),
+            Ok((path, size)) => {
+                let r = chunk_range(size, index);
+                let mut buf = vec![0u8; (r.end - r.start) as usize];
+                fs::File::open(path)?.read_exact_at(&mut buf, r.start)?;
+                Ok(Some(buf))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FileEntry, ManifestFile, MANIFEST_VERSION};
+    use crate::node::NodeKey;
+    use crate::repo::RepoPath;
+
+    #[test]
+    fn serves_partial_and_complete_blobs_and_remembers_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, state) = (dir.path().join("hub"), dir.path().join("state"));
+        let store = LocalStore::open(&cache, &state).unwrap();
+        let data = vec![5u8; 10];
+        let etag = crate::etag::sha256(&data);
+        let partial = Arc::new(PartialBlob::open(&dir.path().join("p"), &etag, 10).unwrap());
+        store.begin_blob(partial.clone());
+        assert_eq!(store.read_chunk(&etag, 0).unwrap(), None, "not there yet");
+        partial.write_at(0, &data).unwrap();
+        let h = *blake3::hash(&data).as_bytes();
+        partial.mark_complete_with_hash(0, h);
+        assert_eq!(store.read_chunk(&etag, 0).unwrap(), Some(data.clone()));
+        assert_eq!(store.chunk_hashes(&etag), Some(vec![Some(h)]));
+
+        // Complete it in a real tree and record the snapshot.
+        let id = RepoId::parse("acme/x").unwrap();
+        let commit = CommitId::parse(&"c".repeat(40)).unwrap();
+        let rc = RepoCache::new(&cache, RepoKind::Model, &id);
+        let staged = dir.path().join("staged");
+        fs::write(&staged, &data).unwrap();
+        let path = rc.commit_blob(&staged, &etag).unwrap();
+        let entry = FileEntry {
+            path: RepoPath::parse("m.bin").unwrap(),
+            size: 10,
+            etag: etag.clone(),
+            blob_id: "0".repeat(40),
+            lfs: true,
+        };
+        rc.assemble_snapshot(&commit, std::slice::from_ref(&entry))
+            .unwrap();
+        store.complete_blob(&etag, path, 10, Arc::new(vec![h]));
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            kind: RepoKind::Model,
+            repo: id.clone(),
+            commit: commit.clone(),
+            chunk_size: crate::store::CHUNK_SIZE,
+            files: vec![ManifestFile {
+                entry,
+                chunks: vec![h],
+            }],
+        };
+        let signed = SignedManifest::sign(&m, &NodeKey::generate());
+        store.complete_snapshot(&m, signed.clone()).unwrap();
+        assert_eq!(
+            store.manifest(RepoKind::Model, &id, &commit),
+            Some(signed.clone())
+        );
+        assert_eq!(store.content_keys().len(), 2);
+
+        // A restarted node serves it again.
+        let again = LocalStore::open(&cache, &state).unwrap();
+        assert_eq!(again.manifest(RepoKind::Model, &id, &commit), Some(signed));
+        assert_eq!(again.read_chunk(&etag, 0).unwrap(), Some(data));
+        assert!(again.have(&etag).unwrap().is_full());
+    }
+}
