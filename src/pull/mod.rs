@@ -200,7 +200,7 @@ async fn ensure_blob(
     let partial_dir = layout.partial_dir();
     if file.size == 0 {
         let (dir, etag) = (partial_dir.clone(), file.etag.clone());
-        let partial = blocking(move || Ok(PartialBlob::open(&dir, &etag, 0)?)).await?;
+        let partial = Arc::new(blocking(move || Ok(PartialBlob::open(&dir, &etag, 0)?)).await?);
         return commit_verified(cache, file, partial).await.map(|_| Some(0));
     }
     let location = client
@@ -245,8 +245,6 @@ async fn ensure_blob(
         )
         .await?;
         fetched += file.size - resumed;
-        let partial = Arc::try_unwrap(partial)
-            .map_err(|_| PullError::Task("partial blob still shared".into()))?;
         match commit_verified(cache, file, partial).await {
             Err(PullError::Store(StoreError::EtagMismatch { .. })) if attempt == 1 => {
                 progress.note(&format!(
@@ -266,22 +264,21 @@ async fn ensure_blob(
 }
 
 /// Verifies a complete partial blob against its etag and renames it into `blobs/`.
-async fn commit_verified(
+pub(crate) async fn commit_verified(
     cache: &RepoCache,
     file: &FileEntry,
-    partial: PartialBlob,
-) -> Result<(), PullError> {
+    partial: Arc<PartialBlob>,
+) -> Result<PathBuf, PullError> {
     let verified = blocking(move || Ok(partial.verify()?)).await?;
     cache
         .commit_blob(&verified, &file.etag)
         .map_err(|source| PullError::Cache {
             path: cache.layout().blob(&file.etag),
             source,
-        })?;
-    Ok(())
+        })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PullError> + Send + 'static,
 ) -> Result<T, PullError> {
     tokio::task::spawn_blocking(f)

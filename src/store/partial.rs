@@ -219,7 +219,7 @@ impl PartialBlob {
     /// Hashes the whole blob and checks it against its etag. On success returns the path of the
     /// finished file, ready to be renamed into `blobs/`; on a mismatch the partial download is
     /// discarded (its bytes cannot be trusted) and an integrity error is returned.
-    pub fn verify(self) -> Result<PathBuf, StoreError> {
+    pub fn verify(&self) -> Result<PathBuf, StoreError> {
         if !self.is_complete() {
             return Err(StoreError::Incomplete {
                 etag: self.etag.to_string(),
@@ -236,11 +236,11 @@ impl PartialBlob {
             });
         }
         let _ = fs::remove_file(&self.record_path);
-        Ok(self.data_path)
+        Ok(self.data_path.clone())
     }
 
     /// Deletes the partial file and its record.
-    pub fn discard(self) {
+    pub fn discard(&self) {
         let _ = fs::remove_file(&self.data_path);
         let _ = fs::remove_file(&self.record_path);
     }
