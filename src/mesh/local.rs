@@ -6,7 +6,7 @@
 //! The bytes themselves are never copied: complete blobs are read from `blobs/<etag>` in the HF
 //! cache tree, partial ones from their partial file.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -96,14 +96,6 @@ impl LocalStore {
     }
 
     /// Everything to advertise: each snapshot held and each blob held or arriving.
-    pub fn holdings(&self) -> BTreeSet<Vec<u8>> {
-        self.content_keys()
-            .iter()
-            .map(|k| postcard::to_stdvec(k).expect("keys encode"))
-            .collect()
-    }
-
-    /// The same, as content keys.
     pub fn content_keys(&self) -> Vec<ContentKey> {
         let inner = self.lock();
         let snaps = inner

@@ -1,7 +1,15 @@
 //! The mesh: pull snapshots from peers first and from the Hub only for what no peer can supply,
 //! serve what this node holds, and keep the DHT in step with the holdings.
 
+/// The loop that mirrors holdings into the DHT.
+pub mod announce;
 /// This node's holdings, served to peers.
 pub mod local;
+/// Requests to other nodes, behind a trait.
+pub mod peers;
+/// The multi-peer pull with Hub fallback.
+pub mod pull;
 
 pub use local::LocalStore;
+pub use peers::{MemoryPeers, Peers};
+pub use pull::{Mesh, MeshConfig, MeshCounters, MeshReport};

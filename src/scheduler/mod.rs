@@ -190,11 +190,11 @@ impl Scheduler {
         view.rtt = rtt;
     }
 
-    /// Forgets a peer (it left); what it owed is asked of others.
+    /// Forgets a peer (it left). Requests already running to it are left to finish, fail or
+    /// stall on their own, so no chunk is fetched twice while it may still arrive.
     pub fn remove_peer(&mut self, id: &NodeId) {
         self.peers.remove(id);
         self.pullers.retain(|p| p != id);
-        self.drop_inflight(|s| s == Source::Peer(*id));
     }
 
     /// Whether a peer is banned.
@@ -334,6 +334,11 @@ impl Scheduler {
                 c = end;
                 continue;
             }
+            if self.any_peer_holds(c) {
+                // Held by peers that are busy: wait for them rather than go to the Hub.
+                c += 1;
+                continue;
+            }
             if !self.hub_allowed || self.hub_inflight >= self.cfg.hub_requests {
                 c += 1;
                 continue;
@@ -346,7 +351,7 @@ impl Scheduler {
                 continue;
             }
             let stripe_end = ((c / self.cfg.stripe_chunks + 1) * self.cfg.stripe_chunks).min(n);
-            let end = self.run_end(c, stripe_end - c, |s, i| s.best_peer(i).is_none());
+            let end = self.run_end(c, stripe_end - c, |s, i| !s.any_peer_holds(i));
             self.start(c..end, Source::Hub, now, &mut out);
             c = end;
         }
@@ -389,6 +394,10 @@ impl Scheduler {
                 .peers
                 .get(id)
                 .is_some_and(|p| !p.banned && p.have.get(chunk))
+    }
+
+    fn any_peer_holds(&self, chunk: u64) -> bool {
+        self.peers.keys().any(|id| self.peer_can_serve(id, chunk))
     }
 
     fn best_peer(&self, chunk: u64) -> Option<NodeId> {

@@ -224,12 +224,17 @@ fn a_non_owner_waits_for_the_owner_then_takes_over_after_the_grace() {
 }
 
 #[test]
-fn a_peer_that_leaves_hands_its_work_back() {
+fn a_peer_that_leaves_hands_its_work_back_once_its_requests_end() {
     let now = Instant::now();
     let mut s = sched(4);
     s.update_peer(id(1), Bitmap::full(4), 0, Duration::ZERO);
     assert_eq!(s.plan(now)[0].source, Source::Peer(id(1)));
     s.remove_peer(&id(1));
+    assert!(
+        s.plan(now).is_empty(),
+        "its running request may still deliver"
+    );
+    s.failed(0..4, Source::Peer(id(1)), Fault::Failed);
     assert_eq!(
         s.plan(now),
         vec![Request {
@@ -309,4 +314,23 @@ fn random_swarms_always_finish_without_double_asking() {
         }
         assert!(s.is_done(), "did not finish");
     }
+}
+
+#[test]
+fn busy_holders_are_waited_for_not_bypassed_to_the_hub() {
+    let now = Instant::now();
+    let mut s = sched(64);
+    s.update_peer(id(1), Bitmap::full(64), 0, Duration::ZERO);
+    let reqs = s.plan(now);
+    let cfg = SchedConfig::default();
+    assert_eq!(
+        reqs.len(),
+        cfg.requests_per_peer,
+        "the peer's request slots fill up: {reqs:?}"
+    );
+    assert!(
+        reqs.iter().all(|r| r.source == Source::Peer(id(1))),
+        "nothing goes to the Hub while a peer holds it: {reqs:?}"
+    );
+    assert!(s.plan(now).is_empty());
 }

@@ -1,0 +1,201 @@
+//! What the mesh pull asks of other nodes, behind a trait: over QUIC in production
+//! ([`crate::transfer`]), in memory for tests and the simulator ([`MemoryPeers`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::local::{LocalStore, SnapshotId};
+use crate::discovery::NodeInfo;
+use crate::etag::Etag;
+use crate::manifest::{ChunkHash, SignedManifest};
+use crate::node::NodeId;
+use crate::store::Bitmap;
+
+/// A failed request to a peer.
+#[derive(Debug, thiserror::Error)]
+#[error("peer {peer}: {message}")]
+pub struct PeerError {
+    /// Which peer.
+    pub peer: NodeId,
+    /// What went wrong.
+    pub message: String,
+    /// Whether the peer broke the protocol (as opposed to a network failure).
+    pub peer_fault: bool,
+}
+
+/// What one node holds of a blob: which chunks, and the hash it vouches for each.
+#[derive(Debug, Clone)]
+pub struct BlobHave {
+    /// Chunks present.
+    pub chunks: Bitmap,
+    /// BLAKE3 per chunk as the peer vouches for it (asked only when no signed manifest is known).
+    pub hashes: Option<Vec<Option<ChunkHash>>>,
+}
+
+/// Requests to other nodes.
+#[async_trait::async_trait]
+pub trait Peers: Send + Sync + 'static {
+    /// The signed manifest of a snapshot, if the peer holds it whole.
+    async fn manifest(
+        &self,
+        peer: &NodeInfo,
+        snapshot: &SnapshotId,
+    ) -> Result<Option<SignedManifest>, PeerError>;
+    /// What the peer holds of a blob (`None`: nothing).
+    async fn have(
+        &self,
+        peer: &NodeInfo,
+        etag: &Etag,
+        with_hashes: bool,
+    ) -> Result<Option<BlobHave>, PeerError>;
+    /// Chunks `first..first+count` of a blob: those the peer sent (unverified), in order.
+    async fn chunks(
+        &self,
+        peer: &NodeInfo,
+        etag: &Etag,
+        first: u64,
+        count: u32,
+    ) -> Result<Vec<(u64, Bytes)>, PeerError>;
+    /// Round-trip time to the peer, if measured.
+    fn rtt(&self, peer: &NodeId) -> Duration;
+}
+
+/// Nodes in one process, reached by calling their stores directly. A node can be made to lie
+/// (corrupt chunks) or disappear, for tests.
+#[derive(Default, Clone)]
+pub struct MemoryPeers {
+    nodes: Arc<Mutex<HashMap<NodeId, MemoryNode>>>,
+}
+
+#[derive(Clone)]
+struct MemoryNode {
+    store: Arc<LocalStore>,
+    corrupt: bool,
+    /// Chunk requests answered before the node vanishes (`None`: never).
+    dies_after: Option<Arc<std::sync::atomic::AtomicI64>>,
+}
+
+impl MemoryPeers {
+    /// An empty network.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `id` reachable, serving from `store`.
+    pub fn add(&self, id: NodeId, store: Arc<LocalStore>) {
+        self.lock().insert(
+            id,
+            MemoryNode {
+                store,
+                corrupt: false,
+                dies_after: None,
+            },
+        );
+    }
+
+    /// Makes `id` unreachable.
+    pub fn remove(&self, id: &NodeId) {
+        self.lock().remove(id);
+    }
+
+    /// Makes `id` flip a byte of every chunk it sends.
+    pub fn corrupt(&self, id: &NodeId) {
+        if let Some(n) = self.lock().get_mut(id) {
+            n.corrupt = true;
+        }
+    }
+
+    /// Makes `id` answer `requests` more chunk requests, then become unreachable.
+    pub fn die_after(&self, id: &NodeId, requests: i64) {
+        if let Some(n) = self.lock().get_mut(id) {
+            n.dies_after = Some(Arc::new(std::sync::atomic::AtomicI64::new(requests)));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, MemoryNode>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn node(&self, peer: &NodeInfo) -> Result<MemoryNode, PeerError> {
+        self.lock().get(&peer.id).cloned().ok_or(PeerError {
+            peer: peer.id,
+            message: "unreachable".into(),
+            peer_fault: false,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for MemoryPeers {
+    async fn manifest(
+        &self,
+        peer: &NodeInfo,
+        s: &SnapshotId,
+    ) -> Result<Option<SignedManifest>, PeerError> {
+        Ok(self.node(peer)?.store.manifest(s.0, &s.1, &s.2))
+    }
+
+    async fn have(
+        &self,
+        peer: &NodeInfo,
+        etag: &Etag,
+        with_hashes: bool,
+    ) -> Result<Option<BlobHave>, PeerError> {
+        let store = self.node(peer)?.store;
+        Ok(store.have(etag).map(|chunks| BlobHave {
+            chunks,
+            hashes: with_hashes.then(|| store.chunk_hashes(etag)).flatten(),
+        }))
+    }
+
+    async fn chunks(
+        &self,
+        peer: &NodeInfo,
+        etag: &Etag,
+        first: u64,
+        count: u32,
+    ) -> Result<Vec<(u64, Bytes)>, PeerError> {
+        let node = self.node(peer)?;
+        if let Some(left) = &node.dies_after {
+            if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+                self.remove(&peer.id);
+                return Err(PeerError {
+                    peer: peer.id,
+                    message: "connection lost".into(),
+                    peer_fault: false,
+                });
+            }
+        }
+        let (etag, id) = (etag.clone(), peer.id);
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for i in first..first + u64::from(count) {
+                let read = node.store.read_chunk(&etag, i).map_err(|e| PeerError {
+                    peer: id,
+                    message: e.to_string(),
+                    peer_fault: false,
+                })?;
+                if let Some(mut data) = read {
+                    if node.corrupt && !data.is_empty() {
+                        data[0] ^= 0xff;
+                    }
+                    out.push((i, Bytes::from(data)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| PeerError {
+            peer: id,
+            message: e.to_string(),
+            peer_fault: false,
+        })?
+    }
+
+    fn rtt(&self, _peer: &NodeId) -> Duration {
+        Duration::ZERO
+    }
+}

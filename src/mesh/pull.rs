@@ -1,0 +1,783 @@
+//! The mesh pull: a snapshot from peers first, from the Hub only for what no peer can supply.
+//!
+//! 1. Resolve the revision (a full commit needs no request); a snapshot complete on disk returns.
+//! 2. Ask providers of the snapshot for its signed manifest (nearest first); a manifest that does
+//!    not verify is skipped. Without one, the Hub's listing is used, and chunk hashes come from
+//!    the peers that read the chunks from the Hub (the blob's etag is the final judge).
+//! 3. Each missing blob: under the blob lock, open the partial blob (resuming), advertise it, then
+//!    loop: refresh what providers hold, let the scheduler decide, run its requests, verify every
+//!    peer chunk against its BLAKE3 hash before writing it, and feed results back. Chunks nobody
+//!    has come from the Hub, split among the nodes pulling at the same time.
+//! 4. Every blob is checked against its etag before it enters `blobs/`; on a mismatch the blob is
+//!    fetched again from the Hub alone. Then the snapshot is assembled as in a Hub pull, and its
+//!    manifest (received, or made and signed here) is kept and served.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::local::SnapshotId;
+use super::peers::Peers;
+use super::LocalStore;
+use crate::cache::RepoCache;
+use crate::discovery::{ContentKey, Discovery, NodeInfo};
+use crate::etag::Etag;
+use crate::hub::{HubClient, HubError};
+use crate::manifest::{
+    ChunkHash, FileEntry, Manifest, ManifestFile, SignedManifest, MANIFEST_VERSION,
+};
+use crate::node::{NodeId, NodeKey};
+use crate::progress::Progress;
+use crate::pull::{blocking, commit_verified, PullError};
+use crate::repo::{CommitId, RepoRef};
+use crate::scheduler::{proximity, Fault, Request, SchedConfig, Scheduler, Source};
+use crate::store::{chunk_count, chunk_range, PartialBlob, StoreError, CHUNK_SIZE};
+
+/// Longest time between two checkpoints of a partial blob's chunk record.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Tuning of mesh pulls.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The per-blob scheduler.
+    pub sched: SchedConfig,
+    /// Blobs fetched at once.
+    pub max_blobs: usize,
+    /// How often providers and what they hold are looked up again during a blob's fetch.
+    pub refresh: Duration,
+    /// After advertising a blob, how long to wait for other pullers to show up before taking
+    /// anything from the Hub (only matters when no peer holds any of it yet).
+    pub gather: Duration,
+    /// Most providers asked per lookup.
+    pub max_providers: usize,
+    /// Consecutive failed Hub requests for one blob before the pull fails.
+    pub max_hub_failures: u32,
+}
+
+impl Default for MeshConfig {
+    /// 4 blobs at once, refresh every 250 ms, 500 ms gather window, 32 providers, 6 Hub failures.
+    fn default() -> Self {
+        MeshConfig {
+            sched: SchedConfig::default(),
+            max_blobs: 4,
+            refresh: Duration::from_millis(250),
+            gather: Duration::from_millis(500),
+            max_providers: 32,
+            max_hub_failures: 6,
+        }
+    }
+}
+
+/// Byte counters of a node's pulls.
+#[derive(Debug, Default)]
+pub struct MeshCounters {
+    /// File bytes received from peers (verified).
+    pub bytes_from_peers: AtomicU64,
+    /// File bytes received from the Hub.
+    pub bytes_from_hub: AtomicU64,
+    /// Chunks from peers that failed verification.
+    pub bad_chunks: AtomicU64,
+}
+
+/// What a mesh pull did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MeshReport {
+    /// `.../snapshots/<commit>`.
+    pub snapshot_dir: PathBuf,
+    /// The commit.
+    pub commit: CommitId,
+    /// Whether it was complete on disk already.
+    pub already_complete: bool,
+    /// Whether the manifest came from a peer.
+    pub manifest_from_peer: bool,
+    /// File bytes from peers in this pull.
+    pub bytes_from_peers: u64,
+    /// File bytes from the Hub in this pull.
+    pub bytes_from_hub: u64,
+}
+
+/// Everything a node needs to pull through the mesh.
+pub struct Mesh {
+    /// This node.
+    pub me: NodeInfo,
+    /// Its key (signs the manifests it makes).
+    pub key: NodeKey,
+    /// The Hub.
+    pub hub: HubClient,
+    /// The HF cache root.
+    pub cache_root: PathBuf,
+    /// Who holds what.
+    pub discovery: Arc<dyn Discovery>,
+    /// Requests to peers.
+    pub peers: Arc<dyn Peers>,
+    /// This node's holdings.
+    pub store: Arc<LocalStore>,
+    /// Tuning.
+    pub cfg: MeshConfig,
+    /// Byte counters.
+    pub counters: Arc<MeshCounters>,
+}
+
+#[derive(Default)]
+struct Tally {
+    from_peers: AtomicU64,
+    from_hub: AtomicU64,
+}
+
+impl Mesh {
+    /// Pulls `what` into the cache tree through the mesh.
+    pub async fn pull(
+        &self,
+        what: &RepoRef,
+        progress: Arc<dyn Progress>,
+    ) -> Result<MeshReport, PullError> {
+        let cache = RepoCache::new(&self.cache_root, what.kind, &what.id);
+        let cache_err = |path: PathBuf| move |source| PullError::Cache { path, source };
+        let commit = match what.revision.as_commit() {
+            Some(c) => c,
+            None => {
+                self.hub
+                    .resolve_revision(what.kind, &what.id, &what.revision)
+                    .await?
+            }
+        };
+        if cache.snapshot_complete(&commit) {
+            cache
+                .write_ref(&what.revision, &commit)
+                .map_err(cache_err(cache.layout().repo_dir()))?;
+            return Ok(MeshReport {
+                snapshot_dir: cache.layout().snapshot_dir(&commit),
+                commit,
+                already_complete: true,
+                manifest_from_peer: false,
+                bytes_from_peers: 0,
+                bytes_from_hub: 0,
+            });
+        }
+        let snapshot: SnapshotId = (what.kind, what.id.clone(), commit.clone());
+        let received = self.manifest_from_peers(&snapshot).await;
+        let files: Vec<FileEntry> = match &received {
+            Some((m, _)) => m.files.iter().map(|f| f.entry.clone()).collect(),
+            None => self.hub.list_files(what.kind, &what.id, &commit).await?,
+        };
+        let trusted: HashMap<Etag, Arc<Vec<ChunkHash>>> = received
+            .iter()
+            .flat_map(|(m, _)| {
+                m.files
+                    .iter()
+                    .map(|f| (f.entry.etag.clone(), Arc::new(f.chunks.clone())))
+            })
+            .collect();
+        cache
+            .ensure_cachedir_tag()
+            .map_err(cache_err(self.cache_root.clone()))?;
+
+        let mut distinct: HashMap<&Etag, &FileEntry> = HashMap::new();
+        for f in &files {
+            distinct.entry(&f.etag).or_insert(f);
+        }
+        let total: u64 = distinct
+            .values()
+            .filter(|f| !cache.has_blob(&f.etag, f.size))
+            .map(|f| f.size)
+            .sum();
+        progress.begin(&what.to_string(), total);
+        let tally = Tally::default();
+        let hashes: Vec<(Etag, Arc<Vec<ChunkHash>>)> = stream::iter(distinct.values().map(|f| {
+            let trusted = trusted.get(&f.etag).cloned();
+            self.ensure_blob(&cache, what, &commit, f, trusted, &*progress, &tally)
+        }))
+        .buffer_unordered(self.cfg.max_blobs.max(1))
+        .try_collect()
+        .await?;
+        progress.finish();
+
+        let dir = cache
+            .assemble_snapshot(&commit, &files)
+            .map_err(cache_err(cache.layout().snapshot_dir(&commit)))?;
+        cache
+            .write_ref(&what.revision, &commit)
+            .map_err(cache_err(cache.layout().repo_dir()))?;
+        cache.tidy_work_dir();
+
+        let manifest_from_peer = received.is_some();
+        let (manifest, signed) = match received {
+            Some(pair) => pair,
+            None => {
+                let by_etag: HashMap<Etag, Arc<Vec<ChunkHash>>> = hashes.into_iter().collect();
+                let m = Manifest {
+                    version: MANIFEST_VERSION,
+                    kind: what.kind,
+                    repo: what.id.clone(),
+                    commit: commit.clone(),
+                    chunk_size: CHUNK_SIZE,
+                    files: files
+                        .iter()
+                        .map(|f| ManifestFile {
+                            entry: f.clone(),
+                            chunks: by_etag[&f.etag].to_vec(),
+                        })
+                        .collect(),
+                };
+                let signed = SignedManifest::sign(&m, &self.key);
+                (m, signed)
+            }
+        };
+        self.store
+            .complete_snapshot(&manifest, signed)
+            .map_err(cache_err(self.cache_root.clone()))?;
+        Ok(MeshReport {
+            snapshot_dir: dir,
+            commit,
+            already_complete: false,
+            manifest_from_peer,
+            bytes_from_peers: tally.from_peers.load(Ordering::Relaxed),
+            bytes_from_hub: tally.from_hub.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The first verifiable manifest of `snapshot` that a provider sends, nearest provider first.
+    async fn manifest_from_peers(
+        &self,
+        snapshot: &SnapshotId,
+    ) -> Option<(Manifest, SignedManifest)> {
+        let key = ContentKey::Snapshot {
+            kind: snapshot.0,
+            repo: snapshot.1.clone(),
+            commit: snapshot.2.clone(),
+        };
+        let mut providers = self
+            .discovery
+            .providers(key, self.cfg.max_providers)
+            .await
+            .ok()?;
+        providers.sort_by_key(|p| {
+            (
+                proximity(&self.me.topology, &p.topology),
+                self.peers.rtt(&p.id),
+            )
+        });
+        for p in providers {
+            match self.peers.manifest(&p, snapshot).await {
+                Ok(Some(signed)) => match signed.open((snapshot.0, &snapshot.1, &snapshot.2)) {
+                    Ok(m) => return Some((m, signed)),
+                    Err(e) => tracing::warn!(peer = %p.id, error = %e, "refused a manifest"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "manifest request failed"),
+            }
+        }
+        None
+    }
+
+    /// Makes one blob present and verified; returns its chunk hashes.
+    #[allow(clippy::too_many_arguments)]
+    async fn ensure_blob(
+        &self,
+        cache: &RepoCache,
+        what: &RepoRef,
+        commit: &CommitId,
+        file: &FileEntry,
+        trusted: Option<Arc<Vec<ChunkHash>>>,
+        progress: &dyn Progress,
+        tally: &Tally,
+    ) -> Result<(Etag, Arc<Vec<ChunkHash>>), PullError> {
+        let layout = cache.layout();
+        let _lock = cache
+            .lock_blob(&file.etag)
+            .await
+            .map_err(|source| PullError::Cache {
+                path: layout.blob_lock(&file.etag),
+                source,
+            })?;
+        let blob_path = layout.blob(&file.etag);
+        if cache.has_blob(&file.etag, file.size) {
+            let hashes = match trusted {
+                Some(h) => h,
+                None => {
+                    let path = blob_path.clone();
+                    let size = file.size;
+                    Arc::new(
+                        blocking(move || Ok(hash_chunks(&path, size).map_err(StoreError::Io)?))
+                            .await?,
+                    )
+                }
+            };
+            self.store
+                .complete_blob(&file.etag, blob_path, file.size, hashes.clone());
+            return Ok((file.etag.clone(), hashes));
+        }
+        let mut hub_only = false;
+        loop {
+            let (dir, etag, size) = (layout.partial_dir(), file.etag.clone(), file.size);
+            let partial =
+                Arc::new(blocking(move || Ok(PartialBlob::open(&dir, &etag, size)?)).await?);
+            progress.advance(partial.bytes_done());
+            self.store.begin_blob(partial.clone());
+            let fetched = BlobFetch {
+                mesh: self,
+                what,
+                commit,
+                file,
+                partial: partial.clone(),
+                trusted: trusted.clone(),
+                progress,
+                tally,
+                hub_only,
+            }
+            .run()
+            .await;
+            if let Err(e) = fetched {
+                self.store.drop_blob(&file.etag);
+                return Err(e);
+            }
+            match commit_verified(cache, file, partial.clone()).await {
+                Ok(path) => {
+                    let hashes: Vec<ChunkHash> = (0..partial.chunks())
+                        .map(|i| partial.chunk_hash(i).unwrap_or([0; 32]))
+                        .collect();
+                    let hashes = trusted.clone().unwrap_or_else(|| Arc::new(hashes));
+                    self.store
+                        .complete_blob(&file.etag, path, file.size, hashes.clone());
+                    return Ok((file.etag.clone(), hashes));
+                }
+                Err(PullError::Store(StoreError::EtagMismatch { .. })) if !hub_only => {
+                    // Some source lied consistently (a manifest or a peer's hashes): start over
+                    // from the Hub alone.
+                    self.store.drop_blob(&file.etag);
+                    progress.note(&format!(
+                        "{}: content did not match its etag; fetching it from the Hub",
+                        file.path
+                    ));
+                    hub_only = true;
+                }
+                Err(PullError::Store(StoreError::EtagMismatch { .. })) => {
+                    self.store.drop_blob(&file.etag);
+                    return Err(PullError::Corrupt {
+                        path: file.path.to_string(),
+                        etag: file.etag.to_string(),
+                    });
+                }
+                Err(e) => {
+                    self.store.drop_blob(&file.etag);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// BLAKE3 of every chunk of the file at `path`.
+pub fn hash_chunks(path: &std::path::Path, size: u64) -> std::io::Result<Vec<ChunkHash>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; CHUNK_SIZE as usize];
+    (0..chunk_count(size))
+        .map(|i| {
+            let r = chunk_range(size, i);
+            let b = &mut buf[..(r.end - r.start) as usize];
+            f.read_exact_at(b, r.start)?;
+            Ok(*blake3::hash(b).as_bytes())
+        })
+        .collect()
+}
+
+/// What a finished request reports back to the fetch loop.
+struct Outcome {
+    request: Request,
+    done: Vec<u64>,
+    fault: Option<(Vec<u64>, Fault)>,
+    bytes: u64,
+}
+
+/// The fetch of one blob's missing chunks.
+struct BlobFetch<'a> {
+    mesh: &'a Mesh,
+    what: &'a RepoRef,
+    commit: &'a CommitId,
+    file: &'a FileEntry,
+    partial: Arc<PartialBlob>,
+    trusted: Option<Arc<Vec<ChunkHash>>>,
+    progress: &'a dyn Progress,
+    tally: &'a Tally,
+    hub_only: bool,
+}
+
+impl BlobFetch<'_> {
+    async fn run(self) -> Result<(), PullError> {
+        let m = self.mesh;
+        let etag = &self.file.etag;
+        let mut sched = Scheduler::new(
+            m.cfg.sched.clone(),
+            m.me.id,
+            etag.as_str().as_bytes(),
+            self.partial.bitmap(),
+        );
+        if let Some(t) = &self.trusted {
+            (0..t.len() as u64).for_each(|i| sched.set_verifiable(i));
+        }
+        let mut vouched: HashMap<NodeId, Vec<Option<ChunkHash>>> = HashMap::new();
+        let mut nodes: HashMap<NodeId, NodeInfo> = HashMap::new();
+        let mut hub_url: Option<Url> = None;
+        let mut hub_failures = 0u32;
+        let started = Instant::now();
+        let mut last_refresh: Option<Instant> = None;
+        let (tx, mut rx) = mpsc::channel::<Outcome>(64);
+        let mut running = 0usize;
+        let mut last_checkpoint = Instant::now();
+        let key = ContentKey::Blob(etag.clone());
+        while !sched.is_done() {
+            let now = Instant::now();
+            if now >= last_checkpoint + CHECKPOINT_EVERY {
+                last_checkpoint = now;
+                let partial = self.partial.clone();
+                blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await?;
+            }
+            if !self.hub_only && last_refresh.is_none_or(|t| now >= t + m.cfg.refresh) {
+                last_refresh = Some(now);
+                self.refresh(&mut sched, &key, &mut vouched, &mut nodes)
+                    .await;
+            }
+            sched.set_hub_allowed(self.hub_only || now >= started + m.cfg.gather);
+            sched.expire_stalled(now);
+            for req in sched.plan(now) {
+                if req.source == Source::Hub && hub_url.is_none() {
+                    match m
+                        .hub
+                        .locate(self.what.kind, &self.what.id, self.commit, &self.file.path)
+                        .await
+                    {
+                        Ok(loc) => hub_url = Some(loc.url),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                running += 1;
+                self.spawn(req, &tx, &nodes, &vouched, hub_url.clone());
+            }
+            let refresh_at = last_refresh.map_or(now, |t| t + m.cfg.refresh);
+            let gather_at = started + m.cfg.gather;
+            let mut wake = sched
+                .next_deadline()
+                .map_or(refresh_at, |d| d.min(refresh_at));
+            if now < gather_at {
+                wake = wake.min(gather_at);
+            }
+            if self.hub_only && running > 0 {
+                wake = now + Duration::from_secs(3600);
+            }
+            let outcome = tokio::select! {
+                o = rx.recv() => o,
+                _ = tokio::time::sleep_until(wake.into()) => None,
+            };
+            let Some(first) = outcome else { continue };
+            let mut batch = vec![first];
+            while let Ok(o) = rx.try_recv() {
+                batch.push(o);
+            }
+            for o in batch {
+                running -= 1;
+                self.progress.advance(o.bytes);
+                match o.request.source {
+                    Source::Hub => self.tally.from_hub.fetch_add(o.bytes, Ordering::Relaxed),
+                    Source::Peer(_) => self.tally.from_peers.fetch_add(o.bytes, Ordering::Relaxed),
+                };
+                for &c in &o.done {
+                    sched.completed(c, o.request.source);
+                }
+                if let Some((chunks, fault)) = o.fault {
+                    if o.request.source == Source::Hub {
+                        hub_failures += 1;
+                        if hub_failures >= m.cfg.max_hub_failures {
+                            return Err(HubError::Protocol {
+                                url: hub_url.map(|u| u.to_string()).unwrap_or_default(),
+                                what: format!(
+                                    "{} consecutive failed transfers of `{}`",
+                                    hub_failures, self.file.path
+                                ),
+                            }
+                            .into());
+                        }
+                    } else if fault == Fault::BadChunk {
+                        m.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for c in chunks {
+                        sched.failed(c..c + 1, o.request.source, fault);
+                    }
+                } else if o.request.source == Source::Hub {
+                    hub_failures = 0;
+                }
+            }
+        }
+        // Wait for stragglers (hedged duplicates) so nothing writes after verification starts.
+        drop(tx);
+        while running > 0 {
+            let Some(o) = rx.recv().await else { break };
+            running -= 1;
+            self.progress.advance(o.bytes);
+        }
+        let partial = self.partial.clone();
+        blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await
+    }
+
+    /// Looks up who holds the blob and what, and tells the scheduler.
+    async fn refresh(
+        &self,
+        sched: &mut Scheduler,
+        key: &ContentKey,
+        vouched: &mut HashMap<NodeId, Vec<Option<ChunkHash>>>,
+        nodes: &mut HashMap<NodeId, NodeInfo>,
+    ) {
+        let m = self.mesh;
+        let providers = match m
+            .discovery
+            .providers(key.clone(), m.cfg.max_providers)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "provider lookup failed");
+                return;
+            }
+        };
+        let with_hashes = self.trusted.is_none();
+        let asks = providers
+            .into_iter()
+            .filter(|p| !sched.is_banned(&p.id))
+            .map(|p| async move {
+                let have = m.peers.have(&p, &self.file.etag, with_hashes).await;
+                (p, have)
+            });
+        let answers = futures_util::future::join_all(asks).await;
+        let mut pullers = Vec::new();
+        for (p, have) in answers {
+            match have {
+                Ok(Some(have)) => {
+                    if !have.chunks.is_full() {
+                        pullers.push(p.id);
+                    }
+                    if let Some(hashes) = have
+                        .hashes
+                        .filter(|h| h.len() as u64 == sched.local().len())
+                    {
+                        for (i, h) in hashes.iter().enumerate() {
+                            if h.is_some() {
+                                sched.set_verifiable(i as u64);
+                            }
+                        }
+                        vouched.insert(p.id, hashes);
+                    }
+                    let near = proximity(&m.me.topology, &p.topology);
+                    sched.update_peer(p.id, have.chunks, near, m.peers.rtt(&p.id));
+                    nodes.insert(p.id, p);
+                }
+                Ok(None) | Err(_) => sched.remove_peer(&p.id),
+            }
+        }
+        sched.set_pullers(pullers);
+    }
+
+    /// Runs one request in its own task; its outcome comes back on `tx`.
+    fn spawn(
+        &self,
+        request: Request,
+        tx: &mpsc::Sender<Outcome>,
+        nodes: &HashMap<NodeId, NodeInfo>,
+        vouched: &HashMap<NodeId, Vec<Option<ChunkHash>>>,
+        hub_url: Option<Url>,
+    ) {
+        let tx = tx.clone();
+        let partial = self.partial.clone();
+        let counters = self.mesh.counters.clone();
+        match request.source {
+            Source::Peer(id) => {
+                let Some(node) = nodes.get(&id).cloned() else {
+                    let chunks = request.chunks.clone().collect();
+                    let _ = tx.try_send(Outcome {
+                        request,
+                        done: vec![],
+                        fault: Some((chunks, Fault::Failed)),
+                        bytes: 0,
+                    });
+                    return;
+                };
+                let expected: Vec<Option<ChunkHash>> = request
+                    .chunks
+                    .clone()
+                    .map(|i| match &self.trusted {
+                        Some(t) => t.get(i as usize).copied(),
+                        None => vouched
+                            .get(&id)
+                            .and_then(|v| v.get(i as usize).copied().flatten()),
+                    })
+                    .collect();
+                let peers = self.mesh.peers.clone();
+                let etag = self.file.etag.clone();
+                tokio::spawn(async move {
+                    let count = (request.chunks.end - request.chunks.start) as u32;
+                    let got = peers
+                        .chunks(&node, &etag, request.chunks.start, count)
+                        .await;
+                    let outcome = match got {
+                        Err(_) => {
+                            let chunks = request.chunks.clone().collect();
+                            Outcome {
+                                request,
+                                done: vec![],
+                                fault: Some((chunks, Fault::Failed)),
+                                bytes: 0,
+                            }
+                        }
+                        Ok(chunks) => {
+                            let req = request.clone();
+                            let res = blocking(move || {
+                                Ok(write_verified(&partial, &req, chunks, &expected))
+                            })
+                            .await
+                            .unwrap_or_else(|_| (vec![], Some(Fault::Failed), 0));
+                            let (done, fault, bytes) = res;
+                            counters
+                                .bytes_from_peers
+                                .fetch_add(bytes, Ordering::Relaxed);
+                            let rest: Vec<u64> = request
+                                .chunks
+                                .clone()
+                                .filter(|c| !done.contains(c))
+                                .collect();
+                            Outcome {
+                                request,
+                                done,
+                                fault: fault.map(|f| (rest, f)),
+                                bytes,
+                            }
+                        }
+                    };
+                    let _ = tx.send(outcome).await;
+                });
+            }
+            Source::Hub => {
+                let url = hub_url.expect("located before any Hub request");
+                let hub = self.mesh.hub.clone();
+                let size = self.file.size;
+                tokio::spawn(async move {
+                    let (done, failed) =
+                        fetch_hub_chunks(&hub, &url, &partial, size, request.chunks.clone()).await;
+                    let bytes: u64 = done
+                        .iter()
+                        .map(|&c| chunk_range(size, c).end - chunk_range(size, c).start)
+                        .sum();
+                    counters.bytes_from_hub.fetch_add(bytes, Ordering::Relaxed);
+                    let rest: Vec<u64> = request
+                        .chunks
+                        .clone()
+                        .filter(|c| !done.contains(c))
+                        .collect();
+                    let fault = (failed || !rest.is_empty()).then_some((rest, Fault::Failed));
+                    let _ = tx
+                        .send(Outcome {
+                            request,
+                            done,
+                            fault,
+                            bytes,
+                        })
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// Verifies each received chunk against its expected hash and writes the good ones, stopping at
+/// the first bad one. Returns the chunks written, the fault (if any) and the bytes written.
+fn write_verified(
+    partial: &PartialBlob,
+    request: &Request,
+    chunks: Vec<(u64, Bytes)>,
+    expected: &[Option<ChunkHash>],
+) -> (Vec<u64>, Option<Fault>, u64) {
+    let mut done = Vec::new();
+    let mut bytes = 0;
+    for (index, data) in chunks {
+        if !request.chunks.contains(&index) {
+            return (done, Some(Fault::BadChunk), bytes);
+        }
+        let range = chunk_range(partial.size(), index);
+        let Some(want) = expected[(index - request.chunks.start) as usize] else {
+            return (done, Some(Fault::Missing), bytes);
+        };
+        if data.len() as u64 != range.end - range.start || *blake3::hash(&data).as_bytes() != want {
+            return (done, Some(Fault::BadChunk), bytes);
+        }
+        if partial.write_at(range.start, &data).is_err() {
+            return (done, Some(Fault::Failed), bytes);
+        }
+        partial.mark_complete_with_hash(index, want);
+        bytes += data.len() as u64;
+        done.push(index);
+    }
+    let missing = done.len() as u64 != request.chunks.end - request.chunks.start;
+    (done, missing.then_some(Fault::Missing), bytes)
+}
+
+/// Fetches whole chunks `chunks` from the Hub at `url`, hashing and writing each as it
+/// completes. Returns the chunks written and whether the transfer failed before the end.
+async fn fetch_hub_chunks(
+    hub: &HubClient,
+    url: &Url,
+    partial: &Arc<PartialBlob>,
+    size: u64,
+    chunks: std::ops::Range<u64>,
+) -> (Vec<u64>, bool) {
+    let start = chunk_range(size, chunks.start).start;
+    let end = chunk_range(size, chunks.end - 1).end;
+    let mut resp = match hub.open_range(url, start..end, size).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "Hub range request failed");
+            return (vec![], true);
+        }
+    };
+    let mut done = Vec::new();
+    let mut index = chunks.start;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_SIZE as usize);
+    while index < chunks.end {
+        match resp.chunk().await {
+            Ok(Some(piece)) => {
+                let mut piece = &piece[..];
+                while !piece.is_empty() && index < chunks.end {
+                    let want = chunk_range(size, index);
+                    let need = (want.end - want.start) as usize;
+                    let take = (need - buf.len()).min(piece.len());
+                    buf.extend_from_slice(&piece[..take]);
+                    piece = &piece[take..];
+                    if buf.len() == need {
+                        let data =
+                            std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_SIZE as usize));
+                        let p = partial.clone();
+                        let written = tokio::task::spawn_blocking(move || {
+                            let hash = *blake3::hash(&data).as_bytes();
+                            p.write_at(want.start, &data)
+                                .map(|_| p.mark_complete_with_hash(index, hash))
+                                .is_ok()
+                        })
+                        .await
+                        .unwrap_or(false);
+                        if !written {
+                            return (done, true);
+                        }
+                        done.push(index);
+                        index += 1;
+                    }
+                }
+            }
+            Ok(None) | Err(_) => return (done, true),
+        }
+    }
+    (done, false)
+}

@@ -1,0 +1,216 @@
+//! The mesh pull with in-process nodes (memory directory and memory peers): what comes from peers
+//! and what from the Hub, a lying peer, a holder that dies, and many nodes cold-starting at once.
+//! The same scenarios over real QUIC and libp2p are in `tests/cluster.rs`.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use common::*;
+use hfmesh::discovery::{MemoryDirectory, NodeInfo};
+use hfmesh::emulator::{Emulator, Faults};
+use hfmesh::hub::{HubClient, HubConfig};
+use hfmesh::mesh::{announce, LocalStore, MemoryPeers, Mesh, MeshConfig, MeshCounters};
+use hfmesh::node::{NodeKey, Topology};
+use hfmesh::repo::{RepoKind, RepoRef};
+use tokio_util::sync::CancellationToken;
+
+struct Net {
+    directory: MemoryDirectory,
+    peers: MemoryPeers,
+    stop: CancellationToken,
+    dir: tempfile::TempDir,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            directory: MemoryDirectory::new(),
+            peers: MemoryPeers::new(),
+            stop: CancellationToken::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn node(&self, hub: &Emulator, n: u8, rack: &str) -> Mesh {
+        let key = NodeKey::from_secret([n; 32]);
+        let me = NodeInfo {
+            id: key.id(),
+            addr: ([127, 0, 0, 1], 10_000 + u16::from(n)).into(),
+            topology: Topology {
+                zone: Some("z1".into()),
+                rack: Some(rack.into()),
+            },
+        };
+        let root = self.dir.path().join(format!("node{n}"));
+        let store = Arc::new(LocalStore::open(&root.join("hub"), &root.join("state")).unwrap());
+        let discovery = Arc::new(self.directory.join(me.clone()));
+        self.peers.add(me.id, store.clone());
+        tokio::spawn(announce::run(
+            store.clone(),
+            discovery.clone(),
+            self.stop.clone(),
+        ));
+        Mesh {
+            me,
+            key,
+            hub: HubClient::new(HubConfig::for_endpoint(&hub.url()).unwrap()).unwrap(),
+            cache_root: root.join("hub"),
+            discovery,
+            peers: Arc::new(self.peers.clone()),
+            store,
+            cfg: MeshConfig::default(),
+            counters: Arc::new(MeshCounters::default()),
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn medium() -> RepoRef {
+    RepoRef::parse("acme/medium", RepoKind::Model).unwrap()
+}
+
+fn silent() -> Arc<dyn hfmesh::progress::Progress> {
+    Arc::new(hfmesh::progress::Silent)
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_nodes_pull_from_one_holder_with_no_file_bytes_from_the_hub() {
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let holder = net.node(&hub, 1, "r1");
+    let first = holder.pull(&medium(), silent()).await.unwrap();
+    assert_eq!(first.bytes_from_hub, MEDIUM_SIZE);
+    let served = hub.stats().bytes_served;
+    for n in 2..=5 {
+        let node = net.node(&hub, n, "r1");
+        let r = node.pull(&medium(), silent()).await.unwrap();
+        assert!(
+            r.manifest_from_peer,
+            "node {n} got the signed manifest from a peer"
+        );
+        assert_eq!(r.bytes_from_hub, 0, "node {n}");
+        assert_eq!(r.bytes_from_peers, MEDIUM_SIZE, "node {n}");
+        same_file(
+            &first.snapshot_dir.join("model.safetensors"),
+            &r.snapshot_dir.join("model.safetensors"),
+        );
+    }
+    assert_eq!(
+        hub.stats().bytes_served,
+        served,
+        "zero file bytes from the Hub after the first node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_serving_corrupt_chunks_is_caught_and_avoided() {
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let honest = net.node(&hub, 1, "far");
+    honest.pull(&medium(), silent()).await.unwrap();
+    let liar = net.node(&hub, 2, "near");
+    liar.pull(&medium(), silent()).await.unwrap();
+    net.peers.corrupt(&liar.me.id);
+    // The puller shares a rack with the liar, so the liar is asked first.
+    let puller = net.node(&hub, 3, "near");
+    let r = puller.pull(&medium(), silent()).await.unwrap();
+    assert!(
+        puller.counters.bad_chunks.load(Ordering::Relaxed) >= 1,
+        "the corrupt chunk was detected"
+    );
+    assert_eq!(r.bytes_from_hub, 0);
+    same_file(
+        &honest
+            .cache_root
+            .join("models--acme--medium/snapshots")
+            .join(r.commit.as_str())
+            .join("model.safetensors"),
+        &r.snapshot_dir.join("model.safetensors"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_only_holder_dies_mid_transfer_and_the_hub_supplies_the_rest() {
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let holder = net.node(&hub, 1, "r1");
+    holder.pull(&medium(), silent()).await.unwrap();
+    hub.reset_stats();
+    net.peers.die_after(&holder.me.id, 3);
+    let puller = net.node(&hub, 2, "r1");
+    let r = puller.pull(&medium(), silent()).await.unwrap();
+    assert!(
+        r.bytes_from_peers > 0,
+        "some chunks came from the holder before it died"
+    );
+    assert!(
+        r.bytes_from_hub > 0 && r.bytes_from_hub < MEDIUM_SIZE,
+        "the Hub supplied only the rest: {}",
+        r.bytes_from_hub
+    );
+    assert_eq!(r.bytes_from_peers + r.bytes_from_hub, MEDIUM_SIZE);
+    assert_eq!(hub.stats().bytes_served, r.bytes_from_hub);
+    same_file(
+        &holder
+            .cache_root
+            .join("models--acme--medium/snapshots")
+            .join(r.commit.as_str())
+            .join("model.safetensors"),
+        &r.snapshot_dir.join("model.safetensors"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_cold_starting_together_take_each_byte_from_the_hub_about_once() {
+    let (_root, hub) = start_hub().await;
+    // The Hub is the bottleneck, as in a real cold start.
+    hub.set_faults(Faults {
+        bandwidth_bps: Some(64 << 20),
+        ..Faults::default()
+    });
+    let net = Net::new();
+    let nodes: Vec<Mesh> = (1..=4).map(|n| net.node(&hub, n, "r1")).collect();
+    let what = medium();
+    let pulls = nodes.iter().map(|m| m.pull(&what, silent()));
+    let reports = futures_util::future::join_all(pulls).await;
+    let served = hub.stats().bytes_served;
+    for r in &reports {
+        let r = r.as_ref().unwrap();
+        assert_eq!(
+            std::fs::metadata(r.snapshot_dir.join("model.safetensors"))
+                .unwrap()
+                .len(),
+            MEDIUM_SIZE
+        );
+    }
+    let from_hub: u64 = reports
+        .iter()
+        .map(|r| r.as_ref().unwrap().bytes_from_hub)
+        .sum();
+    assert_eq!(from_hub, served);
+    assert!(
+        served as f64 <= 1.25 * MEDIUM_SIZE as f64,
+        "4 nodes took {:.2} x the model from the Hub",
+        served as f64 / MEDIUM_SIZE as f64
+    );
+    assert!(
+        reports
+            .iter()
+            .filter(|r| r.as_ref().unwrap().bytes_from_hub > 0)
+            .count()
+            >= 2,
+        "the Hub work was split"
+    );
+}
