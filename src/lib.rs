@@ -27,3 +27,5 @@ pub mod pull;
 pub mod repo;
 /// The chunk store: partial blobs with persisted chunk records, etag verification.
 pub mod store;
+/// The peer-to-peer wire protocol: messages, framing and size limits. Pure.
+pub mod wire;
