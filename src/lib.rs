@@ -31,3 +31,7 @@ pub mod repo;
 pub mod scheduler;
 /// The chunk store: partial blobs with persisted chunk records, etag verification.
 pub mod store;
+/// QUIC transfers between peers: TLS bound to node keys, cluster hello, serving and fetching chunks.
+pub mod transfer;
+/// The peer-to-peer wire protocol: messages, framing and size limits. Pure.
+pub mod wire;

@@ -1,0 +1,424 @@
+//! The endpoint as a whole ([`Transfer`]: bind, connect, stats, shutdown) and the fetching half
+//! ([`PeerConn`]: manifest, have, chunks).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::timeout;
+
+use super::config::{
+    self, DRAIN_TIMEOUT, FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, HELLO_TIMEOUT, WAIT_IDLE_TIMEOUT,
+};
+use super::hello::{self, Role};
+use super::stats::{Counters, PeerStats, Registry};
+use super::{io, server, tls, ChunkSource, Shared, TransferError};
+use crate::discovery::NodeInfo;
+use crate::etag::Etag;
+use crate::manifest::SignedManifest;
+use crate::node::{ClusterSecret, NodeId, NodeKey, Topology};
+use crate::repo::{CommitId, RepoId, RepoKind};
+use crate::store::Bitmap;
+use crate::wire::{CloseCode, Message, Request, Response};
+
+/// What an endpoint needs: who this node is, which cluster it is in, and where to listen.
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// The node key; the TLS certificate is made from it.
+    pub key: NodeKey,
+    /// The cluster secret; the hello MAC key is derived from it.
+    pub cluster: ClusterSecret,
+    /// This node's zone and rack, sent in the hello.
+    pub topology: Topology,
+    /// UDP address to bind (port 0 for any).
+    pub listen: SocketAddr,
+}
+
+/// A node's QUIC endpoint: serves its [`ChunkSource`] to cluster members and fetches from them.
+/// Cheap to clone (one shared endpoint inside).
+#[derive(Clone)]
+pub struct Transfer {
+    shared: Arc<Shared>,
+    conns: Arc<Mutex<HashMap<NodeId, Slot>>>,
+}
+
+/// The cached connection to one peer; the async lock makes concurrent `connect`s dial once.
+type Slot = Arc<tokio::sync::Mutex<Option<PeerConn>>>;
+
+impl std::fmt::Debug for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfer")
+            .field("node", &self.shared.node)
+            .field("local_addr", &self.local_addr())
+            .finish()
+    }
+}
+
+impl Transfer {
+    /// Binds the endpoint on `cfg.listen` and starts serving `source`.
+    pub async fn bind(
+        cfg: TransferConfig,
+        source: Arc<dyn ChunkSource>,
+    ) -> Result<Transfer, TransferError> {
+        let identity = tls::Identity::new(&cfg.key)?;
+        let transport = config::transport(cfg.listen.ip().is_loopback());
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(&identity)?)
+                .map_err(|e| TransferError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport.clone());
+        server.migration(false);
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        endpoint_cfg
+            .max_udp_payload_size(config::MAX_UDP_PAYLOAD)
+            .map_err(|e| TransferError::Local(e.to_string()))?;
+        let bind = |source| TransferError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| TransferError::Local("no async runtime for quinn".into()))?;
+        let endpoint =
+            quinn::Endpoint::new(endpoint_cfg, Some(server), socket, runtime).map_err(bind)?;
+        let shared = Arc::new(Shared {
+            endpoint,
+            node: cfg.key.id(),
+            topology: cfg.topology,
+            hello_key: cfg.cluster.hello_key(),
+            identity,
+            transport,
+            source,
+            stats: Registry::default(),
+            tracker: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        });
+        shared.tracker.spawn(server::accept_loop(shared.clone()));
+        Ok(Transfer {
+            shared,
+            conns: Arc::default(),
+        })
+    }
+
+    /// The bound UDP address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .endpoint
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.shared.node
+    }
+
+    /// A connection to `peer`, reused while it is open, dialled (handshake and hello) otherwise.
+    /// Fails with [`TransferError::WrongIdentity`] if the node at `peer.addr` is not `peer.id`.
+    pub async fn connect(&self, peer: &NodeInfo) -> Result<PeerConn, TransferError> {
+        if self.shared.cancel.is_cancelled() {
+            return Err(TransferError::Closed);
+        }
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            conns.entry(peer.id).or_default().clone()
+        };
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref() {
+            if c.conn.close_reason().is_none() && c.conn.remote_address() == peer.addr {
+                return Ok(c.clone());
+            }
+        }
+        *cached = None;
+        let fresh = self.dial(peer).await?;
+        *cached = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn dial(&self, peer: &NodeInfo) -> Result<PeerConn, TransferError> {
+        let s = &self.shared;
+        let (tls_cfg, verifier) = tls::client_config(&s.identity, peer.id)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_cfg)
+            .map_err(|e| TransferError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(s.transport.clone());
+        let connecting = s
+            .endpoint
+            .connect_with(client, peer.addr, tls::SERVER_NAME)
+            .map_err(|e| TransferError::Local(format!("cannot dial {}: {e}", peer.addr)))?;
+        let wrong = |got| TransferError::WrongIdentity {
+            addr: peer.addr,
+            expected: peer.id,
+            got,
+        };
+        let conn = match timeout(HANDSHAKE_TIMEOUT, connecting).await {
+            Err(_) => {
+                return Err(TransferError::Timeout {
+                    what: "the QUIC handshake",
+                    after: HANDSHAKE_TIMEOUT,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(match verifier.seen() {
+                    Some(got) if got != peer.id => wrong(Some(got)),
+                    _ => TransferError::connection(peer.id, e),
+                })
+            }
+            Ok(Ok(conn)) => conn,
+        };
+        match tls::peer_id(&conn) {
+            Some(got) if got == peer.id => {}
+            got => {
+                conn.close(quinn::VarInt::from_u32(CloseCode::BadHello as u32), b"");
+                return Err(wrong(got));
+            }
+        }
+        match timeout(HELLO_TIMEOUT, self.client_hello(&conn, peer.id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if e.is_peer_fault() {
+                    let code = quinn::VarInt::from_u32(CloseCode::BadHello as u32);
+                    conn.close(code, b"bad hello");
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(TransferError::Timeout {
+                    what: "the cluster hello",
+                    after: HELLO_TIMEOUT,
+                })
+            }
+        }
+        let counters = s.stats.get(peer.id);
+        counters.rtt(conn.rtt());
+        Ok(PeerConn {
+            conn,
+            peer: peer.id,
+            counters,
+        })
+    }
+
+    /// Sends our hello on the first stream and checks the server's.
+    async fn client_hello(
+        &self,
+        conn: &quinn::Connection,
+        peer: NodeId,
+    ) -> Result<(), TransferError> {
+        let s = &self.shared;
+        let ours = hello::make(conn, &s.hello_key, Role::Client, s.node, &s.topology)?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| TransferError::connection(peer, e))?;
+        io::write_frame(&mut send, peer, &Request::Hello(ours)).await?;
+        let _ = send.finish();
+        let theirs = match io::read_frame::<Response>(&mut recv, peer).await? {
+            Some((Response::Hello(h), _)) => h,
+            _ => {
+                return Err(TransferError::BadHello {
+                    peer,
+                    reason: "the server did not answer with a hello".into(),
+                })
+            }
+        };
+        hello::check(conn, &s.hello_key, Role::Server, &theirs, peer)
+            .map_err(|reason| TransferError::BadHello { peer, reason })
+    }
+
+    /// Bytes sent and received and the latest RTT, per peer that passed the hello.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        self.shared.stats.snapshot()
+    }
+
+    /// Stops accepting connections and requests, lets in-flight uploads finish (at most
+    /// [`DRAIN_TIMEOUT`]), closes every connection and waits (at most [`WAIT_IDLE_TIMEOUT`])
+    /// for the peers to acknowledge.
+    pub async fn shutdown(&self) {
+        let s = &self.shared;
+        s.cancel.cancel();
+        s.endpoint.set_server_config(None);
+        s.tracker.close();
+        let _ = timeout(DRAIN_TIMEOUT, s.tracker.wait()).await;
+        s.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::Shutdown as u32),
+            b"shutting down",
+        );
+        let _ = timeout(WAIT_IDLE_TIMEOUT, s.endpoint.wait_idle()).await;
+    }
+}
+
+/// An authenticated connection to one cluster member. Cheap to clone; requests on clones run
+/// concurrently (each on its own QUIC stream).
+#[derive(Clone)]
+pub struct PeerConn {
+    conn: quinn::Connection,
+    peer: NodeId,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for PeerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConn")
+            .field("peer", &self.peer)
+            .field("addr", &self.conn.remote_address())
+            .finish()
+    }
+}
+
+/// One request's stream, counting what crosses it.
+struct Exchange<'a> {
+    recv: quinn::RecvStream,
+    conn: &'a PeerConn,
+}
+
+impl Exchange<'_> {
+    /// The next response frame (`None` at the end of the stream), with a per-frame deadline.
+    async fn next(&mut self) -> Result<Option<Response>, TransferError> {
+        let peer = self.conn.peer;
+        let frame = timeout(
+            FRAME_TIMEOUT,
+            io::read_frame::<Response>(&mut self.recv, peer),
+        )
+        .await
+        .map_err(|_| TransferError::Timeout {
+            what: "a response frame",
+            after: FRAME_TIMEOUT,
+        })??;
+        Ok(frame.map(|(m, n)| {
+            self.conn.counters.received(n);
+            m
+        }))
+    }
+
+    /// Exactly one response, which must not be an error.
+    async fn one(&mut self) -> Result<Response, TransferError> {
+        match self.next().await? {
+            Some(Response::Error { code, message }) => Err(TransferError::Remote {
+                peer: self.conn.peer,
+                code,
+                message,
+            }),
+            Some(r) => Ok(r),
+            None => Err(self.conn.violation("the stream ended without an answer")),
+        }
+    }
+}
+
+impl PeerConn {
+    /// The peer's node id (verified by TLS).
+    pub fn node(&self) -> NodeId {
+        self.peer
+    }
+
+    /// The connection's current smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
+    fn violation(&self, reason: &str) -> TransferError {
+        TransferError::Protocol {
+            peer: self.peer,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Opens a stream and sends `request` on it.
+    async fn request(&self, request: &Request) -> Result<Exchange<'_>, TransferError> {
+        let (mut send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| TransferError::connection(self.peer, e))?;
+        let n = io::write_frame(&mut send, self.peer, request).await?;
+        let _ = send.finish();
+        self.counters.sent(n);
+        Ok(Exchange { recv, conn: self })
+    }
+
+    fn unexpected(&self, got: &Response, wanted: &str) -> TransferError {
+        self.violation(&format!(
+            "answered a {wanted} request with frame kind {:#04x}",
+            got.kind()
+        ))
+    }
+
+    /// The signed manifest of a snapshot, or `None` if the peer does not have it. The
+    /// signature and content are not checked here (see `SignedManifest::open`).
+    pub async fn manifest(
+        &self,
+        kind: RepoKind,
+        repo: &RepoId,
+        commit: &CommitId,
+    ) -> Result<Option<SignedManifest>, TransferError> {
+        let request = Request::Manifest {
+            kind,
+            repo: repo.clone(),
+            commit: commit.clone(),
+        };
+        let mut x = self.request(&request).await?;
+        let answer = match x.one().await? {
+            Response::Manifest(m) => m,
+            other => return Err(self.unexpected(&other, "manifest")),
+        };
+        self.counters.rtt(self.conn.rtt());
+        Ok(answer)
+    }
+
+    /// Which chunks of `etag` the peer holds; `None` if it holds nothing of it.
+    pub async fn have(&self, etag: &Etag) -> Result<Option<Bitmap>, TransferError> {
+        let mut x = self.request(&Request::Have { etag: etag.clone() }).await?;
+        let answer = match x.one().await? {
+            Response::Have(b) => b,
+            other => return Err(self.unexpected(&other, "have")),
+        };
+        self.counters.rtt(self.conn.rtt());
+        Ok(answer)
+    }
+
+    /// Requests chunks `first..first + count` of `etag`; calls `on_chunk(index, bytes)` as each
+    /// arrives, in order (bytes are NOT verified here: the caller checks BLAKE3), and returns the
+    /// indices the peer said were missing. The peer must answer every index exactly once, in
+    /// order; anything else is a protocol violation. `count` is at most
+    /// [`MAX_CHUNKS_PER_REQUEST`](crate::wire::MAX_CHUNKS_PER_REQUEST).
+    pub async fn chunks(
+        &self,
+        etag: &Etag,
+        first: u64,
+        count: u32,
+        mut on_chunk: impl FnMut(u64, Bytes) + Send,
+    ) -> Result<Vec<u64>, TransferError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let request = Request::Chunks {
+            etag: etag.clone(),
+            first,
+            count,
+        };
+        let mut x = self.request(&request).await?;
+        let mut missing = Vec::new();
+        for expected in first..first + u64::from(count) {
+            match x.one().await? {
+                Response::Chunk { index, len } if index == expected => {
+                    let bytes = io::read_payload(&mut x.recv, self.peer, len as usize).await?;
+                    self.counters.received(bytes.len());
+                    on_chunk(index, bytes);
+                }
+                Response::Missing { index } if index == expected => missing.push(index),
+                Response::Chunk { index, .. } | Response::Missing { index } => {
+                    return Err(self.violation(&format!(
+                        "sent chunk {index} where chunk {expected} was due"
+                    )))
+                }
+                other => return Err(self.unexpected(&other, "chunks")),
+            }
+        }
+        if x.next().await?.is_some() {
+            return Err(self.violation("sent frames after the last chunk"));
+        }
+        self.counters.rtt(self.conn.rtt());
+        Ok(missing)
+    }
+}

@@ -1,0 +1,64 @@
+//! QUIC transfers between peers: the only code that names quinn types.
+//!
+//! One [`Transfer`] per node binds one UDP endpoint that both serves (from a [`ChunkSource`])
+//! and fetches (through [`PeerConn`]s, cached per peer). Trust, in order:
+//!
+//! 1. **TLS 1.3 bound to node keys** (`tls.rs`): each side's certificate key is its ed25519 node
+//!    key; the dialler names the [`NodeId`] it expects and the handshake fails for any other key.
+//! 2. **Cluster hello** (`hello.rs`): on the first stream both sides send a MAC, keyed with the
+//!    cluster secret, over keying material exported from this TLS session. The server answers
+//!    nothing else before the client's hello verifies, so an outsider gets not one byte.
+//! 3. **Content** is not checked here: callers verify every chunk against the signed manifest.
+//!
+//! The protocol itself (frames, limits, messages) is in [`crate::wire`]; the tuning of windows,
+//! MTU and timers in [`config`].
+
+mod client;
+pub mod config;
+mod error;
+mod hello;
+mod io;
+mod server;
+mod stats;
+mod tls;
+
+use std::sync::Arc;
+
+pub use client::{PeerConn, Transfer, TransferConfig};
+pub use error::TransferError;
+pub use stats::PeerStats;
+
+use crate::etag::Etag;
+use crate::manifest::SignedManifest;
+use crate::node::{NodeId, Topology};
+use crate::repo::{CommitId, RepoId, RepoKind};
+use crate::store::Bitmap;
+
+/// What a node serves to its peers: manifests, which chunks of a blob it holds, and the chunks
+/// themselves (also of blobs still downloading). Implemented by the chunk store; tests use
+/// in-memory blobs. Every method is called on tokio's blocking pool, so it may touch the disk.
+pub trait ChunkSource: Send + Sync + 'static {
+    /// The signed manifest of a snapshot, if this node has it.
+    fn manifest(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> Option<SignedManifest>;
+    /// Which chunks of `etag` are present and verified; `None` when nothing of it is here.
+    fn have(&self, etag: &Etag) -> Option<Bitmap>;
+    /// Chunk `index` of `etag` (at most `CHUNK_SIZE` bytes), or `None` when it is not present.
+    /// Blocking.
+    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>>;
+}
+
+/// What the server and client halves of an endpoint share.
+pub(crate) struct Shared {
+    endpoint: quinn::Endpoint,
+    node: NodeId,
+    topology: Topology,
+    hello_key: [u8; 32],
+    identity: tls::Identity,
+    transport: Arc<quinn::TransportConfig>,
+    source: Arc<dyn ChunkSource>,
+    stats: stats::Registry,
+    /// Connection tasks and in-flight uploads, drained on shutdown.
+    tracker: tokio_util::task::TaskTracker,
+    /// Cancelled when shutdown starts.
+    cancel: tokio_util::sync::CancellationToken,
+}

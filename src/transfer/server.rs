@@ -1,0 +1,242 @@
+//! The serving half: accept connections, require the client's hello before anything else, then
+//! answer one request per stream from the [`ChunkSource`](super::ChunkSource).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use super::config::{FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, HELLO_TIMEOUT};
+use super::hello::{self, Role};
+use super::stats::Counters;
+use super::{io, tls, Shared, TransferError};
+use crate::node::NodeId;
+use crate::wire::{CloseCode, ErrorCode, Request, Response, CHUNK_SIZE};
+
+/// Accepts connections until shutdown; each is served on its own task.
+pub(crate) async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            incoming = shared.endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { break };
+        let s = shared.clone();
+        shared
+            .tracker
+            .spawn(async move { serve_connection(s, incoming).await });
+    }
+}
+
+fn close(conn: &quinn::Connection, code: CloseCode, reason: &str) {
+    conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
+}
+
+async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return debug!(%remote, "handshake failed: {e}"),
+        Err(_) => return debug!(%remote, "handshake timed out"),
+    };
+    let Some(peer) = tls::peer_id(&conn) else {
+        return close(&conn, CloseCode::BadHello, "no ed25519 certificate");
+    };
+    match timeout(HELLO_TIMEOUT, server_hello(&shared, &conn, peer)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(%peer, %remote, "refusing peer: {e}");
+            return close(&conn, CloseCode::BadHello, "bad hello");
+        }
+        Err(_) => return close(&conn, CloseCode::BadHello, "no hello in time"),
+    }
+    let counters = shared.stats.get(peer);
+    counters.rtt(conn.rtt());
+    loop {
+        let (send, recv) = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            stream = conn.accept_bi() => match stream {
+                Ok(s) => s,
+                Err(e) => { debug!(%peer, "connection ended: {e}"); break }
+            },
+        };
+        let (s, c, k) = (shared.clone(), conn.clone(), counters.clone());
+        shared.tracker.spawn(async move {
+            if let Err(e) = serve_stream(&s, &c, peer, &k, send, recv).await {
+                if e.is_peer_fault() {
+                    warn!(%peer, "closing connection: {e}");
+                    close(&c, CloseCode::Protocol, &e.to_string());
+                } else {
+                    debug!(%peer, "request failed: {e}");
+                }
+            }
+            k.rtt(c.rtt());
+        });
+    }
+}
+
+/// Reads the client's hello from the first stream and answers with ours once it verifies.
+async fn server_hello(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    peer: NodeId,
+) -> Result<(), TransferError> {
+    let (mut send, mut recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| TransferError::connection(peer, e))?;
+    let hello = match io::read_frame::<Request>(&mut recv, peer).await? {
+        Some((Request::Hello(h), _)) => h,
+        _ => {
+            return Err(TransferError::BadHello {
+                peer,
+                reason: "the first request was not a hello".into(),
+            })
+        }
+    };
+    hello::check(conn, &shared.hello_key, Role::Client, &hello, peer)
+        .map_err(|reason| TransferError::BadHello { peer, reason })?;
+    let ours = hello::make(
+        conn,
+        &shared.hello_key,
+        Role::Server,
+        shared.node,
+        &shared.topology,
+    )?;
+    io::write_frame(&mut send, peer, &Response::Hello(ours)).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Answers the one request of a stream.
+async fn serve_stream(
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    peer: NodeId,
+    counters: &Counters,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), TransferError> {
+    let request = match timeout(FRAME_TIMEOUT, io::read_frame::<Request>(&mut recv, peer)).await {
+        Err(_) => {
+            return Err(TransferError::Timeout {
+                what: "reading a request",
+                after: FRAME_TIMEOUT,
+            })
+        }
+        Ok(r) => r?,
+    };
+    let Some((request, size)) = request else {
+        return Ok(()); // an empty stream: nothing asked
+    };
+    counters.received(size);
+    let source = shared.source.clone();
+    let response = match request {
+        Request::Hello(_) => {
+            close(conn, CloseCode::Protocol, "a second hello");
+            return Ok(());
+        }
+        Request::Manifest { kind, repo, commit } => {
+            blocking(move || source.manifest(kind, &repo, &commit))
+                .await
+                .map(Response::Manifest)
+        }
+        Request::Have { etag } => blocking(move || source.have(&etag))
+            .await
+            .map(Response::Have),
+        Request::Chunks { etag, first, count } => {
+            send_chunks(shared, peer, counters, &mut send, etag, first, count).await?;
+            let _ = send.finish();
+            return Ok(());
+        }
+    };
+    let response = response.unwrap_or_else(|e| Response::Error {
+        code: ErrorCode::Internal,
+        message: e,
+    });
+    let n = match io::write_frame(&mut send, peer, &response).await {
+        Err(TransferError::Local(e)) => {
+            let err = Response::Error {
+                code: ErrorCode::Internal,
+                message: format!("cannot encode the answer: {e}"),
+            };
+            io::write_frame(&mut send, peer, &err).await?
+        }
+        other => other?,
+    };
+    counters.sent(n);
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("the store task failed: {e}"))
+}
+
+type ChunkRead = JoinHandle<std::io::Result<Option<Vec<u8>>>>;
+
+/// Streams chunks `first..first + count`, reading the next chunk from disk while the current one
+/// is being sent. Bytes are counted as they are written.
+async fn send_chunks(
+    shared: &Shared,
+    peer: NodeId,
+    counters: &Counters,
+    send: &mut quinn::SendStream,
+    etag: crate::etag::Etag,
+    first: u64,
+    count: u32,
+) -> Result<(), TransferError> {
+    let etag = Arc::new(etag);
+    let read = |index: u64| -> ChunkRead {
+        let (source, etag) = (shared.source.clone(), etag.clone());
+        tokio::task::spawn_blocking(move || source.read_chunk(&etag, index))
+    };
+    let end = first + u64::from(count);
+    let mut next = Some(read(first));
+    for index in first..end {
+        let Some(pending) = next.take() else { break };
+        if index + 1 < end {
+            next = Some(read(index + 1));
+        }
+        let chunk = pending
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        let n = match chunk {
+            Ok(Some(bytes)) if bytes.len() as u64 <= CHUNK_SIZE => {
+                io::write_chunk(send, peer, index, Bytes::from(bytes)).await?
+            }
+            Ok(None) => io::write_frame(send, peer, &Response::Missing { index }).await?,
+            Ok(Some(bytes)) => {
+                let message = format!("chunk {index} is {} bytes, over the limit", bytes.len());
+                return error(send, peer, counters, message).await;
+            }
+            Err(e) => {
+                let message = format!("reading chunk {index} failed: {e}");
+                return error(send, peer, counters, message).await;
+            }
+        };
+        counters.sent(n);
+    }
+    Ok(())
+}
+
+/// Ends a chunk stream with an error frame (the store failed, not the peer).
+async fn error(
+    send: &mut quinn::SendStream,
+    peer: NodeId,
+    counters: &Counters,
+    message: String,
+) -> Result<(), TransferError> {
+    warn!(%peer, "{message}");
+    let e = Response::Error {
+        code: ErrorCode::Internal,
+        message,
+    };
+    counters.sent(io::write_frame(send, peer, &e).await?);
+    Ok(())
+}

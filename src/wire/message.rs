@@ -1,0 +1,203 @@
+//! The messages of the protocol and the checks a decoded message must pass.
+
+use serde::{Deserialize, Serialize};
+
+use super::{frame::WireError, CHUNK_SIZE, MAX_CHUNKS_PER_REQUEST, PROTOCOL_VERSION};
+use crate::etag::Etag;
+use crate::manifest::{SignedManifest, MAX_MANIFEST_BYTES};
+use crate::node::{NodeId, Topology};
+use crate::repo::{CommitId, RepoId, RepoKind};
+use crate::store::bitmap::{Bitmap, MAX_CHUNKS};
+
+/// The first message each side sends: who it is, and proof that it holds the cluster secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u16,
+    /// The sender's node id; must equal the key of its TLS certificate.
+    pub node: NodeId,
+    /// The sender's zone and rack.
+    pub topology: Topology,
+    /// Keyed BLAKE3 of keying material exported from this TLS session, keyed with the cluster's
+    /// hello key (`ClusterSecret::hello_key`); differs per role.
+    pub mac: [u8; super::MAC_LEN],
+}
+
+/// What a client asks. One request per stream (the hello on the first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The client's hello; only valid as the first request of a connection.
+    Hello(Hello),
+    /// The signed manifest of a snapshot.
+    Manifest {
+        /// Model or dataset.
+        kind: RepoKind,
+        /// Repository id.
+        repo: RepoId,
+        /// The snapshot's commit.
+        commit: CommitId,
+    },
+    /// Which chunks of a blob the server holds.
+    Have {
+        /// The blob.
+        etag: Etag,
+    },
+    /// Chunks `first..first + count` of a blob. Answered in order, one [`Response::Chunk`] or
+    /// [`Response::Missing`] per index.
+    Chunks {
+        /// The blob.
+        etag: Etag,
+        /// First chunk index.
+        first: u64,
+        /// Number of chunks, `1..=MAX_CHUNKS_PER_REQUEST`.
+        count: u32,
+    },
+}
+
+/// What a server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The server's hello.
+    Hello(Hello),
+    /// The manifest, or `None` when the server does not know the snapshot.
+    Manifest(Option<SignedManifest>),
+    /// The chunks held, or `None` when the server holds nothing of the blob.
+    Have(Option<Bitmap>),
+    /// Chunk `index` follows as `len` raw bytes (`len <= CHUNK_SIZE`).
+    Chunk {
+        /// Chunk index.
+        index: u64,
+        /// Length of the raw payload that follows this frame.
+        len: u32,
+    },
+    /// The server does not hold chunk `index`.
+    Missing {
+        /// Chunk index.
+        index: u64,
+    },
+    /// The request failed; the stream ends after this.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// A human sentence (at most `MAX_ERROR_MESSAGE` bytes).
+        message: String,
+    },
+}
+
+/// Why a server refused or failed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request was valid but not allowed here (for example a second hello).
+    BadRequest,
+    /// The server failed to read its own store.
+    Internal,
+    /// The server is shutting down or overloaded; ask again later or elsewhere.
+    Unavailable,
+}
+
+/// Application close codes of a connection (QUIC `CONNECTION_CLOSE` with an application error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CloseCode {
+    /// Normal close: idle, or the peer is done.
+    Done = 0,
+    /// The peer's hello was missing, malformed, of another version, for another node id, or its
+    /// MAC did not verify (it is not a member of this cluster).
+    BadHello = 1,
+    /// The peer violated the protocol (garbage, oversized or unexpected frames).
+    Protocol = 2,
+    /// The endpoint is shutting down.
+    Shutdown = 3,
+}
+
+impl CloseCode {
+    /// The code from its number; `None` for numbers this version does not know.
+    pub fn from_u32(code: u32) -> Option<CloseCode> {
+        [
+            CloseCode::Done,
+            CloseCode::BadHello,
+            CloseCode::Protocol,
+            CloseCode::Shutdown,
+        ]
+        .into_iter()
+        .find(|c| *c as u32 == code)
+    }
+}
+
+fn validate_hello(h: &Hello) -> Result<(), WireError> {
+    if h.version != PROTOCOL_VERSION {
+        return Err(WireError::Invalid(format!(
+            "hello of protocol version {}, expected {PROTOCOL_VERSION}",
+            h.version
+        )));
+    }
+    Ok(())
+}
+
+impl Request {
+    /// Checks what the types alone do not: a known version, a chunk range inside
+    /// `0..MAX_CHUNKS` and at most [`MAX_CHUNKS_PER_REQUEST`] chunks.
+    pub fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Request::Hello(h) => validate_hello(h),
+            Request::Manifest { .. } | Request::Have { .. } => Ok(()),
+            Request::Chunks { first, count, .. } => {
+                if *count == 0 || *count > MAX_CHUNKS_PER_REQUEST {
+                    return Err(WireError::Invalid(format!(
+                        "a request for {count} chunks (allowed: 1..={MAX_CHUNKS_PER_REQUEST})"
+                    )));
+                }
+                match first.checked_add(u64::from(*count)) {
+                    Some(end) if end <= MAX_CHUNKS => Ok(()),
+                    _ => Err(WireError::Invalid(format!(
+                        "chunks {first}+{count} reach beyond {MAX_CHUNKS}"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+impl Response {
+    /// Checks what the types alone do not: a known version, a bitmap whose bits fit its length
+    /// and [`MAX_CHUNKS`], a manifest within [`MAX_MANIFEST_BYTES`] with a 64-byte signature,
+    /// chunk indices inside `0..MAX_CHUNKS` and payloads of at most [`CHUNK_SIZE`].
+    pub fn validate(&self) -> Result<(), WireError> {
+        match self {
+            Response::Hello(h) => validate_hello(h),
+            Response::Manifest(Some(m)) => {
+                if m.body.len() > MAX_MANIFEST_BYTES || m.signature.len() != 64 {
+                    return Err(WireError::Invalid(
+                        "manifest too large or signature not 64 bytes".into(),
+                    ));
+                }
+                Ok(())
+            }
+            Response::Manifest(None) | Response::Have(None) | Response::Error { .. } => Ok(()),
+            Response::Have(Some(b)) => {
+                if b.len() > MAX_CHUNKS || b.bits().len() as u64 != b.len().div_ceil(8) {
+                    return Err(WireError::Invalid(format!(
+                        "bitmap of {} chunks with {} bytes of bits",
+                        b.len(),
+                        b.bits().len()
+                    )));
+                }
+                Ok(())
+            }
+            Response::Chunk { index, len } => {
+                if *index >= MAX_CHUNKS || u64::from(*len) > CHUNK_SIZE {
+                    return Err(WireError::Invalid(format!(
+                        "chunk {index} of {len} bytes is out of bounds"
+                    )));
+                }
+                Ok(())
+            }
+            Response::Missing { index } => {
+                if *index >= MAX_CHUNKS {
+                    return Err(WireError::Invalid(format!("chunk index {index}")));
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The peer-to-peer wire protocol: messages, their framing, and their size limits. Pure: no
+//! sockets, no async runtime, no clock, so every rule here is tested without a network.
+//!
+//! # Connection and streams
+//!
+//! A connection is QUIC with ALPN [`ALPN`] (`hfmesh/1`). The client opens the first
+//! bidirectional stream and sends [`Request::Hello`]; the server answers [`Response::Hello`].
+//! Every later request opens its own bidirectional stream: the client writes one request frame
+//! and finishes its side; the server writes the response frames and finishes its side.
+//!
+//! # Frames
+//!
+//! ```text
+//! frame   = kind:u8  len:u32 (big-endian)  body:[u8; len]      body = postcard
+//! chunk   = frame(kind = CHUNK, body = {index, len})  payload:[u8; len]   (raw bytes)
+//! ```
+//!
+//! The 5-byte header is checked before anything is allocated: an unknown `kind`, or a `len`
+//! above that kind's limit ([`MAX_CONTROL_FRAME`] for most, [`MAX_HAVE_FRAME`] for a bitmap,
+//! [`MAX_MANIFEST_FRAME`] for a manifest), is an error. A chunk's raw payload follows its header
+//! frame and is at most [`CHUNK_SIZE`] bytes. Bodies are `postcard` (a maintained, compact,
+//! serde-based format; `bincode` is not used, see `STYLE.md`) and must be consumed exactly:
+//! trailing bytes are an error. Decoded values are validated (counts, indices, bitmap sizes)
+//! by [`Request::validate`] and [`Response::validate`], which the decoder calls.
+
+mod frame;
+mod message;
+#[cfg(test)]
+mod tests;
+
+pub use frame::{
+    decode, decode_body, encode, parse_header, Decoded, Header, Message, WireError, HEADER_LEN,
+};
+pub use message::{CloseCode, ErrorCode, Hello, Request, Response};
+
+use crate::manifest::MAX_MANIFEST_BYTES;
+use crate::store::bitmap::MAX_CHUNKS;
+
+/// The TLS ALPN of this protocol version. A peer speaking another version fails the handshake.
+pub const ALPN: &[u8] = b"hfmesh/1";
+
+/// Version carried in the hellos (the same number as in [`ALPN`]).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest body of a control frame (hello, requests, chunk headers, errors): 64 KiB.
+pub const MAX_CONTROL_FRAME: usize = 64 << 10;
+
+/// Largest body of a `Have` answer: a bitmap of [`MAX_CHUNKS`] bits plus its framing.
+pub const MAX_HAVE_FRAME: usize = (MAX_CHUNKS / 8) as usize + 64;
+
+/// Largest body of a `Manifest` answer: a manifest body of [`MAX_MANIFEST_BYTES`] plus the
+/// signer, the signature and their framing.
+pub const MAX_MANIFEST_FRAME: usize = MAX_MANIFEST_BYTES + 1024;
+
+/// Most chunks one `Chunks` request may ask for (4 GiB at [`CHUNK_SIZE`]); bounds the work one
+/// request can make a server do.
+pub const MAX_CHUNKS_PER_REQUEST: u32 = 1024;
+
+/// Longest error message sent (longer ones are cut on encode).
+pub const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// Length of the membership MAC in a hello (a keyed BLAKE3 hash).
+pub const MAC_LEN: usize = 32;
+
+/// Largest raw payload of one chunk: the chunk size.
+pub const CHUNK_SIZE: u64 = crate::store::CHUNK_SIZE;

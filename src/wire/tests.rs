@@ -1,0 +1,269 @@
+use super::*;
+use crate::etag::Etag;
+use crate::manifest::SignedManifest;
+use crate::node::{NodeKey, Topology};
+use crate::repo::{CommitId, RepoId, RepoKind};
+use crate::store::bitmap::{Bitmap, MAX_CHUNKS};
+
+fn etag() -> Etag {
+    Etag::parse(&"ab".repeat(32)).unwrap()
+}
+
+fn hello() -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        node: NodeKey::from_secret([3; 32]).id(),
+        topology: Topology {
+            zone: Some("z1".into()),
+            rack: None,
+        },
+        mac: [9; MAC_LEN],
+    }
+}
+
+fn requests() -> Vec<Request> {
+    vec![
+        Request::Hello(hello()),
+        Request::Manifest {
+            kind: RepoKind::Dataset,
+            repo: RepoId::parse("acme/data").unwrap(),
+            commit: CommitId::parse(&"c".repeat(40)).unwrap(),
+        },
+        Request::Have { etag: etag() },
+        Request::Chunks {
+            etag: etag(),
+            first: 7,
+            count: MAX_CHUNKS_PER_REQUEST,
+        },
+    ]
+}
+
+fn responses() -> Vec<Response> {
+    let mut bits = Bitmap::empty(20);
+    bits.set(3);
+    vec![
+        Response::Hello(hello()),
+        Response::Manifest(None),
+        Response::Manifest(Some(SignedManifest {
+            body: vec![1, 2, 3],
+            signer: NodeKey::from_secret([4; 32]).id(),
+            signature: vec![5; 64],
+        })),
+        Response::Have(None),
+        Response::Have(Some(bits)),
+        Response::Have(Some(Bitmap::full(MAX_CHUNKS))),
+        Response::Chunk {
+            index: 5,
+            len: CHUNK_SIZE as u32,
+        },
+        Response::Missing { index: 6 },
+        Response::Error {
+            code: ErrorCode::Internal,
+            message: "disk on fire".into(),
+        },
+    ]
+}
+
+fn round_trip<M: Message + PartialEq + std::fmt::Debug + Clone>(m: &M) {
+    let bytes = encode(m).unwrap();
+    assert_eq!(
+        decode::<M>(&bytes).unwrap(),
+        Decoded::Frame {
+            message: m.clone(),
+            consumed: bytes.len()
+        }
+    );
+    // Every proper prefix asks for more, and never for more than the frame.
+    for cut in 0..bytes.len() {
+        match decode::<M>(&bytes[..cut]).unwrap() {
+            Decoded::NeedMore(n) => assert!(n > cut && n <= bytes.len()),
+            Decoded::Frame { .. } => panic!("a prefix of {cut} bytes decoded"),
+        }
+    }
+    // Two frames back to back decode one at a time.
+    let mut two = bytes.clone();
+    two.extend_from_slice(&bytes);
+    let Decoded::Frame { consumed, .. } = decode::<M>(&two).unwrap() else {
+        panic!("no frame");
+    };
+    assert_eq!(consumed, bytes.len());
+}
+
+#[test]
+fn every_message_round_trips() {
+    requests().iter().for_each(round_trip);
+    responses().iter().for_each(round_trip);
+}
+
+#[test]
+fn directions_do_not_mix() {
+    let req = encode(&Request::Have { etag: etag() }).unwrap();
+    assert!(matches!(
+        decode::<Response>(&req),
+        Err(WireError::UnknownKind(_))
+    ));
+    let resp = encode(&Response::Missing { index: 1 }).unwrap();
+    assert!(matches!(
+        decode::<Request>(&resp),
+        Err(WireError::UnknownKind(_))
+    ));
+}
+
+#[test]
+fn oversized_frames_are_refused_from_the_header_alone() {
+    // Only the 5 header bytes exist: the decoder must refuse, not wait for (or allocate) 4 GiB.
+    let mut head = [0x01u8, 0, 0, 0, 0];
+    head[1..].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(
+        decode::<Request>(&head),
+        Err(WireError::TooLarge { .. })
+    ));
+    head[1..].copy_from_slice(&((MAX_CONTROL_FRAME + 1) as u32).to_be_bytes());
+    assert!(matches!(
+        parse_header::<Request>(&head),
+        Err(WireError::TooLarge { .. })
+    ));
+    let mut have = [0x83u8, 0, 0, 0, 0];
+    have[1..].copy_from_slice(&((MAX_HAVE_FRAME + 1) as u32).to_be_bytes());
+    assert!(parse_header::<Response>(&have).is_err());
+    let mut manifest = [0x82u8, 0, 0, 0, 0];
+    manifest[1..].copy_from_slice(&((MAX_MANIFEST_FRAME + 1) as u32).to_be_bytes());
+    assert!(parse_header::<Response>(&manifest).is_err());
+    manifest[1..].copy_from_slice(&(MAX_MANIFEST_FRAME as u32).to_be_bytes());
+    assert!(parse_header::<Response>(&manifest).is_ok());
+}
+
+#[test]
+fn encoder_refuses_what_a_decoder_would_refuse() {
+    assert!(encode(&Request::Chunks {
+        etag: etag(),
+        first: 0,
+        count: 0
+    })
+    .is_err());
+    let huge = Response::Manifest(Some(SignedManifest {
+        body: vec![0; crate::manifest::MAX_MANIFEST_BYTES + 1],
+        signer: NodeKey::from_secret([4; 32]).id(),
+        signature: vec![5; 64],
+    }));
+    assert!(encode(&huge).is_err());
+    let long = Response::Error {
+        code: ErrorCode::BadRequest,
+        message: "é".repeat(MAX_ERROR_MESSAGE),
+    };
+    let Decoded::Frame {
+        message: Response::Error { message, .. },
+        ..
+    } = decode::<Response>(&encode(&long).unwrap()).unwrap()
+    else {
+        panic!("not an error");
+    };
+    assert!(message.len() <= MAX_ERROR_MESSAGE);
+}
+
+fn raw_frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![kind];
+    v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn counts_and_indices_beyond_their_bounds_are_refused() {
+    let chunks = |first: u64, count: u32| {
+        raw_frame(0x04, &postcard::to_stdvec(&(etag(), first, count)).unwrap())
+    };
+    assert!(decode::<Request>(&chunks(0, 1)).is_ok());
+    for (first, count) in [
+        (0, MAX_CHUNKS_PER_REQUEST + 1),
+        (0, 0),
+        (MAX_CHUNKS, 1),
+        (MAX_CHUNKS - 1, 2),
+        (u64::MAX, 1),
+    ] {
+        assert!(
+            matches!(
+                decode::<Request>(&chunks(first, count)),
+                Err(WireError::Invalid(_))
+            ),
+            "{first}+{count}"
+        );
+    }
+    let chunk =
+        |index: u64, len: u32| raw_frame(0x84, &postcard::to_stdvec(&(index, len)).unwrap());
+    assert!(decode::<Response>(&chunk(MAX_CHUNKS, 1)).is_err());
+    assert!(decode::<Response>(&chunk(0, CHUNK_SIZE as u32 + 1)).is_err());
+    // A bitmap claiming more chunks than its bits hold, or more than MAX_CHUNKS.
+    let lying = raw_frame(
+        0x83,
+        &postcard::to_stdvec(&Some((1000u64, vec![0u8; 2]))).unwrap(),
+    );
+    assert!(decode::<Response>(&lying).is_err());
+    let too_many = raw_frame(
+        0x83,
+        &postcard::to_stdvec(&Some((
+            MAX_CHUNKS + 8,
+            vec![0u8; (MAX_CHUNKS / 8 + 1) as usize],
+        )))
+        .unwrap(),
+    );
+    assert!(decode::<Response>(&too_many).is_err());
+    let mut old = hello();
+    old.version = 2;
+    assert!(decode::<Request>(&raw_frame(0x01, &postcard::to_stdvec(&old).unwrap())).is_err());
+}
+
+#[test]
+fn garbage_and_truncation_are_errors_never_panics() {
+    // Bodies that are not the message, or have bytes left over.
+    assert!(decode::<Request>(&raw_frame(0x03, b"not an etag at all")).is_err());
+    let mut trailing = postcard::to_stdvec(&etag()).unwrap();
+    trailing.push(0);
+    assert!(matches!(
+        decode::<Request>(&raw_frame(0x03, &trailing)),
+        Err(WireError::Malformed(_))
+    ));
+    // Truncated bodies (header says less than the message needs).
+    let good = encode(&Request::Have { etag: etag() }).unwrap();
+    let body = &good[HEADER_LEN..good.len() - 1];
+    assert!(decode::<Request>(&raw_frame(0x03, body)).is_err());
+    // Unknown kinds.
+    assert!(matches!(
+        decode::<Request>(&[0x7f, 0, 0, 0, 0]),
+        Err(WireError::UnknownKind(0x7f))
+    ));
+    // A deterministic pseudo-random fuzz over every kind: any outcome but a panic is fine.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 96) as usize;
+        let kinds = [0x01, 0x02, 0x03, 0x04, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86];
+        let mut body = Vec::with_capacity(len);
+        let mut y = x;
+        for _ in 0..len {
+            y = y
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            body.push((y >> 56) as u8);
+        }
+        let frame = raw_frame(kinds[(x >> 40) as usize % kinds.len()], &body);
+        let _ = decode::<Request>(&frame);
+        let _ = decode::<Response>(&frame);
+        let _ = decode::<Response>(&body);
+    }
+}
+
+#[test]
+fn close_codes_round_trip() {
+    for c in [
+        CloseCode::Done,
+        CloseCode::BadHello,
+        CloseCode::Protocol,
+        CloseCode::Shutdown,
+    ] {
+        assert_eq!(CloseCode::from_u32(c as u32), Some(c));
+    }
+    assert_eq!(CloseCode::from_u32(999), None);
+}

@@ -1,0 +1,339 @@
+//! QUIC transfer endpoint on loopback: fetching manifests, bitmaps and chunks (also of partial
+//! blobs, at edge sizes), identity and membership checks, hostile frames, byte counters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hfmesh::discovery::NodeInfo;
+use hfmesh::etag::Etag;
+use hfmesh::manifest::{Manifest, SignedManifest, MANIFEST_VERSION};
+use hfmesh::node::{ClusterSecret, NodeKey, Topology};
+use hfmesh::repo::{CommitId, RepoId, RepoKind};
+use hfmesh::store::{chunk_count, chunk_range, Bitmap, CHUNK_SIZE};
+use hfmesh::transfer::{ChunkSource, Transfer, TransferConfig, TransferError};
+
+mod raw;
+
+/// Deadline for every awaited event in these tests (never a fixed sleep).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn cluster() -> ClusterSecret {
+    ClusterSecret::from_material(b"the cluster secret of these tests").unwrap()
+}
+
+fn etag(n: u8) -> Etag {
+    Etag::parse(&format!("{n:02x}").repeat(32)).unwrap()
+}
+
+fn content(seed: u8, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+fn snapshot() -> (RepoKind, RepoId, CommitId) {
+    (
+        RepoKind::Model,
+        RepoId::parse("acme/model").unwrap(),
+        CommitId::parse(&"d".repeat(40)).unwrap(),
+    )
+}
+
+/// In-memory blobs (with the chunks present) and manifests; counts every call.
+#[derive(Default)]
+struct MemSource {
+    blobs: HashMap<Etag, (Arc<Vec<u8>>, Bitmap)>,
+    manifests: HashMap<(RepoKind, RepoId, CommitId), SignedManifest>,
+    calls: AtomicUsize,
+}
+
+impl MemSource {
+    fn blob(&mut self, etag: Etag, bytes: Vec<u8>, present: Option<&[u64]>) {
+        let n = chunk_count(bytes.len() as u64);
+        let bits = match present {
+            None => Bitmap::full(n),
+            Some(idx) => {
+                let mut b = Bitmap::empty(n);
+                idx.iter().for_each(|&i| b.set(i));
+                b
+            }
+        };
+        self.blobs.insert(etag, (Arc::new(bytes), bits));
+    }
+}
+
+impl ChunkSource for MemSource {
+    fn manifest(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> Option<SignedManifest> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.manifests
+            .get(&(kind, repo.clone(), commit.clone()))
+            .cloned()
+    }
+
+    fn have(&self, etag: &Etag) -> Option<Bitmap> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.blobs.get(etag).map(|(_, b)| b.clone())
+    }
+
+    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let Some((bytes, bits)) = self.blobs.get(etag) else {
+            return Ok(None);
+        };
+        if !bits.get(index) {
+            return Ok(None);
+        }
+        let r = chunk_range(bytes.len() as u64, index);
+        Ok(Some(bytes[r.start as usize..r.end as usize].to_vec()))
+    }
+}
+
+async fn start(key: NodeKey, secret: ClusterSecret, source: Arc<MemSource>) -> Transfer {
+    let cfg = TransferConfig {
+        key,
+        cluster: secret,
+        topology: Topology {
+            zone: Some("z".into()),
+            rack: Some("r1".into()),
+        },
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    Transfer::bind(cfg, source).await.unwrap()
+}
+
+fn info(t: &Transfer) -> NodeInfo {
+    NodeInfo {
+        id: t.node(),
+        addr: t.local_addr(),
+        topology: Topology::default(),
+    }
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("deadline passed")
+}
+
+/// Fetches chunks `first..first+count` and checks each against `blob`; returns the missing.
+async fn fetch_and_check(
+    conn: &hfmesh::transfer::PeerConn,
+    etag: &Etag,
+    blob: &[u8],
+    first: u64,
+    count: u32,
+) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let missing = within(conn.chunks(etag, first, count, |i, bytes| {
+        let r = chunk_range(blob.len() as u64, i);
+        assert!(
+            bytes[..] == blob[r.start as usize..r.end as usize],
+            "chunk {i}"
+        );
+        seen.push(i);
+    }))
+    .await
+    .unwrap();
+    let mut all: Vec<u64> = seen.iter().chain(&missing).copied().collect();
+    all.sort();
+    assert_eq!(all, (first..first + u64::from(count)).collect::<Vec<_>>());
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_manifests_bitmaps_and_chunks_and_counts_bytes() {
+    let (kind, repo, commit) = snapshot();
+    let server_key = NodeKey::generate();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        kind,
+        repo: repo.clone(),
+        commit: commit.clone(),
+        chunk_size: CHUNK_SIZE,
+        files: vec![],
+    };
+    let signed = SignedManifest::sign(&manifest, &server_key);
+    let big = content(1, 64 * CHUNK_SIZE as usize);
+    let partial = content(2, 10 * CHUNK_SIZE as usize + 5);
+    let mut source = MemSource::default();
+    source
+        .manifests
+        .insert((kind, repo.clone(), commit.clone()), signed.clone());
+    source.blob(etag(1), big.clone(), None);
+    source.blob(etag(2), partial.clone(), Some(&[0, 3, 4, 10]));
+    let server = start(server_key, cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    assert_eq!(conn.node(), server.node());
+    let got = within(conn.manifest(kind, &repo, &commit)).await.unwrap();
+    assert_eq!(got.as_ref(), Some(&signed));
+    assert_eq!(got.unwrap().open((kind, &repo, &commit)).unwrap(), manifest);
+    let other = CommitId::parse(&"e".repeat(40)).unwrap();
+    assert_eq!(
+        within(conn.manifest(kind, &repo, &other)).await.unwrap(),
+        None
+    );
+
+    let bits = within(conn.have(&etag(2))).await.unwrap().unwrap();
+    assert_eq!(bits.len(), 11);
+    assert_eq!(
+        (0..11).filter(|&i| bits.get(i)).collect::<Vec<_>>(),
+        vec![0, 3, 4, 10]
+    );
+    assert_eq!(within(conn.have(&etag(9))).await.unwrap(), None);
+
+    // A partial blob: present chunks come, absent ones are reported missing.
+    let missing = fetch_and_check(&conn, &etag(2), &partial, 0, 11).await;
+    assert_eq!(missing, vec![1, 2, 5, 6, 7, 8, 9]);
+    // A blob the server does not have at all.
+    assert_eq!(
+        within(conn.chunks(&etag(9), 0, 3, |_, _| panic!("no chunk expected")))
+            .await
+            .unwrap(),
+        vec![0, 1, 2]
+    );
+
+    // 256 MiB in one request, and the cached connection is reused.
+    let again = within(client.connect(&info(&server))).await.unwrap();
+    assert!(fetch_and_check(&again, &etag(1), &big, 0, 64)
+        .await
+        .is_empty());
+    assert!(again.rtt() > Duration::ZERO);
+
+    let c = client.stats();
+    let s = server.stats();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].id, server.node());
+    assert!(c[0].bytes_received > 67 * CHUNK_SIZE, "{c:?}");
+    assert!(c[0].bytes_sent > 0 && c[0].rtt.is_some());
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].id, client.node());
+    assert_eq!(s[0].bytes_sent, c[0].bytes_received, "{s:?} vs {c:?}");
+    assert_eq!(s[0].bytes_received, c[0].bytes_sent, "{s:?} vs {c:?}");
+
+    within(client.shutdown()).await;
+    within(server.shutdown()).await;
+    assert!(matches!(
+        client.connect(&info(&server)).await,
+        Err(TransferError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_at_edge_sizes() {
+    let sizes = [
+        1,
+        CHUNK_SIZE as usize - 1,
+        CHUNK_SIZE as usize,
+        CHUNK_SIZE as usize + 1,
+        3 * CHUNK_SIZE as usize - 1,
+    ];
+    let mut source = MemSource::default();
+    let blobs: Vec<(Etag, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (etag(10 + i as u8), content(10 + i as u8, n)))
+        .collect();
+    for (e, b) in &blobs {
+        source.blob(e.clone(), b.clone(), None);
+    }
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    for (e, b) in &blobs {
+        let n = chunk_count(b.len() as u64) as u32;
+        assert!(fetch_and_check(&conn, e, b, 0, n).await.is_empty());
+        // Past the end of the blob: missing, not an error.
+        assert_eq!(
+            fetch_and_check(&conn, e, b, u64::from(n), 1).await,
+            vec![u64::from(n)]
+        );
+    }
+    // Several requests at once on one connection.
+    let (e, b) = &blobs[4];
+    let (a, z) = tokio::join!(
+        fetch_and_check(&conn, e, b, 0, 3),
+        fetch_and_check(&conn, e, b, 1, 2)
+    );
+    assert!(a.is_empty() && z.is_empty());
+    within(server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialling_the_wrong_node_id_fails() {
+    let server = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let impostor = NodeKey::generate().id();
+    let mut peer = info(&server);
+    peer.id = impostor;
+    let err = within(client.connect(&peer)).await.unwrap_err();
+    match &err {
+        TransferError::WrongIdentity { expected, got, .. } => {
+            assert_eq!(*expected, impostor);
+            assert_eq!(*got, Some(server.node()));
+        }
+        other => panic!("expected WrongIdentity, got {other:?}"),
+    }
+    assert!(err.is_peer_fault() && !err.is_retryable());
+    assert!(client.stats().is_empty() && server.stats().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_gets_nothing() {
+    let mut source = MemSource::default();
+    source.blob(etag(1), content(1, 100), None);
+    let source = Arc::new(source);
+    let server = start(NodeKey::generate(), cluster(), source.clone()).await;
+    let other = ClusterSecret::from_material(b"some other cluster's secret").unwrap();
+    let outsider = start(NodeKey::generate(), other.clone(), Arc::default()).await;
+
+    let err = within(outsider.connect(&info(&server))).await.unwrap_err();
+    assert!(
+        matches!(err, TransferError::Rejected { .. }),
+        "expected Rejected, got {err:?}"
+    );
+    assert!(!err.is_retryable());
+
+    // A hand-made client that skips the hello, or sends a wrong MAC, gets no answer either.
+    let raw = within(raw::RawPeer::connect(server.local_addr())).await;
+    let closed = within(raw.request_without_hello(etag(1))).await;
+    assert_eq!(closed, Some(raw::BAD_HELLO), "{closed:?}");
+    let raw = within(raw::RawPeer::connect(server.local_addr())).await;
+    let closed = within(raw.hello_then_request(&other, etag(1))).await;
+    assert_eq!(closed, Some(raw::BAD_HELLO), "{closed:?}");
+
+    assert_eq!(
+        source.calls.load(Ordering::SeqCst),
+        0,
+        "the source was asked"
+    );
+    assert!(server.stats().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sending_garbage_or_oversized_frames_is_disconnected() {
+    let source = Arc::new(MemSource::default());
+    let server = start(NodeKey::generate(), cluster(), source.clone()).await;
+    let frames: [&[u8]; 4] = [
+        &[0x02, 0xff, 0xff, 0xff, 0xff], // a manifest request of 4 GiB
+        &[0x02, 0x00, 0x01, 0x00, 0x01], // 64 KiB + 1: just over the limit
+        &[0x03, 0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef], // a body that is no etag
+        &[0x99, 0, 0, 0, 0],             // an unknown kind
+    ];
+    for frame in frames {
+        let raw = within(raw::RawPeer::connect(server.local_addr())).await;
+        let closed = within(raw.hello_then_frame(&cluster(), frame)).await;
+        assert_eq!(closed, Some(raw::PROTOCOL), "{frame:?}: {closed:?}");
+    }
+    // A well-formed request over the same hand-made client is answered.
+    let raw = within(raw::RawPeer::connect(server.local_addr())).await;
+    assert!(within(raw.hello_then_have(&cluster(), etag(1))).await);
+    assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+}
