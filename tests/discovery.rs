@@ -157,12 +157,14 @@ async fn five_nodes_find_providers_with_their_node_info() {
     eprintln!("five nodes: {:?}", started.elapsed());
 }
 
-/// TTL and reprovide interval of the expiry tests.
-const SHORT_TTL: Duration = Duration::from_secs(2);
+/// Provider record TTL of the expiry tests.
+const SHORT_TTL: Duration = Duration::from_secs(3);
+/// Reprovide interval of the expiry tests.
+const SHORT_REPROVIDE: Duration = Duration::from_secs(1);
 
 fn short_ttl(cfg: &mut Libp2pConfig) {
     cfg.provider_ttl = SHORT_TTL;
-    cfg.reprovide_interval = Duration::from_secs(1);
+    cfg.reprovide_interval = SHORT_REPROVIDE;
 }
 
 #[tokio::test]
@@ -170,6 +172,7 @@ async fn withdrawn_records_expire_within_the_ttl() {
     let secret = secret("withdrawn records expire secret");
     let nodes = cluster(&secret, 3, short_ttl).await;
     let key = blob_key(b"withdrawn");
+    // The first announcement (or a reprovide) puts the record in the others' stores.
     nodes[0].provide(key.clone()).await.unwrap();
     for node in &nodes[1..] {
         eventually("the provider", CONVERGE, || async {
@@ -179,13 +182,25 @@ async fn withdrawn_records_expire_within_the_ttl() {
     }
     nodes[0].withdraw(key.clone()).await.unwrap();
     let withdrawn = Instant::now();
+    // Kademlia has no delete: remote copies, refreshed at most SHORT_REPROVIDE ago, are
+    // still there...
+    for node in &nodes[1..] {
+        assert_eq!(providers(node, &key).await, vec![seen(&nodes[0])]);
+    }
+    assert!(
+        withdrawn.elapsed() < SHORT_TTL - SHORT_REPROVIDE,
+        "too slow to tell"
+    );
+    // ...until they expire, one TTL after the last announcement.
     for node in &nodes[1..] {
         eventually("the record to expire", SHORT_TTL * 4, || async {
             providers(node, &key).await.is_empty().then_some(())
         })
         .await;
     }
-    eprintln!("withdrawn record gone after {:?}", withdrawn.elapsed());
+    let gone = withdrawn.elapsed();
+    eprintln!("withdrawn record gone after {gone:?}");
+    assert!(gone <= SHORT_TTL + Duration::from_secs(2), "{gone:?}");
     shutdown(&nodes).await;
 }
 

@@ -9,10 +9,11 @@
 //! - identify (protocol version [`IDENTIFY_PROTOCOL`]) carries each node's QUIC port and topology
 //!   labels in its agent version (see `libp2p/agent.rs`).
 //!
-//! One task owns the `Swarm` (`libp2p/swarm.rs`); [`Libp2pDiscovery`] is a cloneable handle that
+//! One task owns the `Swarm` (`libp2p/swarm.rs`, built in `libp2p/build.rs`); [`Libp2pDiscovery`] is a cloneable handle that
 //! sends it commands over a bounded channel and waits for each reply with a deadline.
 
 mod agent;
+mod build;
 mod lookup;
 mod swarm;
 

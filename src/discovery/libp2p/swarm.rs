@@ -1,38 +1,29 @@
 //! The task that owns the libp2p `Swarm`: builds it, then serves commands from the handles and
-//! swarm events in one loop. Provider lookups in flight live in [`super::lookup`].
+//! swarm events in one loop. Provider lookups in flight live in [`super::lookup`]; the swarm is
+//! built in [`super::build`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use libp2p::core::{multiaddr::Protocol, transport::Transport as _, upgrade, Multiaddr};
-use libp2p::identity::Keypair;
-use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig, Mode, QueryResult};
-use libp2p::pnet::{PnetConfig, PreSharedKey};
-use libp2p::swarm::{
-    behaviour::toggle::Toggle, dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId,
-    NetworkBehaviour, SwarmEvent,
-};
-use libp2p::{identify, mdns, noise, tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use libp2p::core::Multiaddr;
+use libp2p::kad::{self, QueryResult};
+use libp2p::swarm::{dial_opts::DialOpts, dial_opts::PeerCondition, ConnectionId, SwarmEvent};
+use libp2p::{identify, mdns, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::build::{
+    build, multiaddr, note_listen_addr, socket_parts, wait_listening, Behaviour, BehaviourEvent,
+};
 use super::lookup::Lookups;
 use super::{agent, Libp2pConfig, IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use crate::discovery::{DiscoveryError, NodeInfo};
 use crate::node::NodeId;
 
-/// Most provider keys one node stores (its own and others'), bounding the store's memory.
-const MAX_STORED_KEYS: usize = 100_000;
-/// Deadline of the transport handshake (TCP + pnet + noise + yamux).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection with no protocol activity stays open.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the bootstrap addresses are dialed again while we have no connection at all.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
-/// How long `spawn` waits for the listener to report its address.
-const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most listen addresses of one peer added to the routing table from identify.
 const MAX_PEER_ADDRS: usize = 8;
 
@@ -63,13 +54,6 @@ pub(super) enum Command {
     },
 }
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    kad: kad::Behaviour<MemoryStore>,
-    identify: identify::Behaviour,
-    mdns: Toggle<mdns::tokio::Behaviour>,
-}
-
 /// Why we dialed an address whose peer id we did not know.
 enum Dial {
     Bootstrap,
@@ -91,6 +75,8 @@ struct Actor {
     identified: HashMap<PeerId, NodeInfo>,
     /// Our keys being announced (kad's store re-announces them; this is what we promised).
     provided: HashSet<[u8; 32]>,
+    /// Provided keys whose last announcement reached no peer.
+    unannounced: HashSet<[u8; 32]>,
     /// `provide` calls waiting for their first announcement to finish.
     announcing: HashMap<kad::QueryId, oneshot::Sender<Result<(), DiscoveryError>>>,
     lookups: Lookups<kad::QueryId>,
@@ -120,6 +106,7 @@ pub(super) async fn start(
         connection_ips: HashMap::new(),
         identified: HashMap::new(),
         provided: HashSet::new(),
+        unannounced: HashSet::new(),
         announcing: HashMap::new(),
         lookups: Lookups::default(),
         query_timeout: cfg.query_timeout,
@@ -127,114 +114,6 @@ pub(super) async fn start(
     actor.dial_bootstrap();
     tokio::spawn(actor.run());
     Ok(listen)
-}
-
-fn build(cfg: &Libp2pConfig) -> Result<Swarm<Behaviour>, DiscoveryError> {
-    let keypair = Keypair::ed25519_from_bytes(cfg.key.secret())
-        .map_err(|e| other(format!("invalid node key: {e}")))?;
-    let psk = PreSharedKey::new(cfg.cluster.pnet_key());
-    let agent_version = agent::encode(cfg.local.addr, &cfg.local.topology);
-    agent::parse(&agent_version)
-        .map_err(|e| other(format!("cannot advertise this node's labels: {e}")))?;
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_other_transport(|key| {
-            let noise = noise::Config::new(key)?;
-            let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
-                .upgrade(upgrade::Version::V1Lazy)
-                .authenticate(noise)
-                .multiplex(yamux::Config::default())
-                .timeout(HANDSHAKE_TIMEOUT);
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
-        })
-        .map_err(|e| other(format!("cannot build the libp2p transport: {e}")))?
-        .with_behaviour(|key| {
-            let peer = key.public().to_peer_id();
-            let mdns = if cfg.mdns {
-                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?)
-            } else {
-                None
-            };
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
-                kad: kademlia(peer, cfg),
-                identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                        .with_agent_version(agent_version),
-                ),
-                mdns: mdns.into(),
-            })
-        })
-        .map_err(|e| other(format!("cannot start discovery: {e}")))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
-        .build();
-    Ok(swarm)
-}
-
-fn kademlia(peer: PeerId, cfg: &Libp2pConfig) -> kad::Behaviour<MemoryStore> {
-    let mut config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
-    config
-        .set_query_timeout(cfg.query_timeout)
-        .set_provider_record_ttl(Some(cfg.provider_ttl))
-        .set_provider_publication_interval(Some(cfg.reprovide_interval))
-        // hfmesh stores no values, only provider records.
-        .set_record_ttl(Some(cfg.provider_ttl))
-        .set_publication_interval(None)
-        .set_replication_interval(None);
-    let store = MemoryStore::with_config(
-        peer,
-        MemoryStoreConfig {
-            max_provided_keys: MAX_STORED_KEYS,
-            ..MemoryStoreConfig::default()
-        },
-    );
-    let mut kad = kad::Behaviour::with_config(peer, store, config);
-    kad.set_mode(Some(Mode::Server));
-    kad
-}
-
-/// Waits for the listener's first address. Addresses we can be reached at become our external
-/// addresses, which kad puts in the provider records it sends (loopback ones only when we
-/// listen on loopback).
-async fn wait_listening(
-    swarm: &mut Swarm<Behaviour>,
-    cfg: &Libp2pConfig,
-) -> Result<SocketAddr, DiscoveryError> {
-    let wait = async {
-        loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::NewListenAddr { address, .. } => {
-                    let Some((_, port)) = socket_parts(&address) else {
-                        continue;
-                    };
-                    note_listen_addr(swarm, cfg.listen.ip(), address);
-                    return Ok(SocketAddr::new(cfg.listen.ip(), port));
-                }
-                SwarmEvent::ListenerError { error, .. } => {
-                    return Err(other(format!("cannot listen on {}: {error}", cfg.listen)))
-                }
-                SwarmEvent::ListenerClosed { reason, .. } => {
-                    return Err(other(format!(
-                        "listener on {} closed: {reason:?}",
-                        cfg.listen
-                    )))
-                }
-                _ => {}
-            }
-        }
-    };
-    tokio::time::timeout(LISTEN_TIMEOUT, wait)
-        .await
-        .map_err(|_| DiscoveryError::Timeout(LISTEN_TIMEOUT))?
-}
-
-fn note_listen_addr(swarm: &mut Swarm<Behaviour>, listen_ip: IpAddr, address: Multiaddr) {
-    let Some((ip, _)) = socket_parts(&address) else {
-        return;
-    };
-    if !ip.is_loopback() || listen_ip.is_loopback() {
-        swarm.add_external_address(address);
-    }
 }
 
 impl Actor {
@@ -281,6 +160,7 @@ impl Actor {
             }
             Command::Withdraw { key, reply } => {
                 self.provided.remove(&key);
+                self.unannounced.remove(&key);
                 let record = kad::RecordKey::new(&key);
                 self.swarm.behaviour_mut().kad.stop_providing(&record);
                 let _ = reply.send(());
@@ -395,56 +275,97 @@ impl Actor {
     }
 
     fn on_kad_event(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed {
-            id, result, step, ..
-        } = event
-        else {
-            if let kad::Event::RoutingUpdated {
-                old_peer: Some(old),
+        match event {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::StartProviding(result),
+                stats,
+                step,
+            } => self.on_announced(id, result, stats.num_successes(), step.last),
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: QueryResult::GetProviders(result),
+                step,
                 ..
-            } = event
-            {
-                if !self.swarm.is_connected(&old) {
+            } => self.on_providers(id, result, step.last),
+            kad::Event::OutboundQueryProgressed {
+                result: QueryResult::Bootstrap(Err(e)),
+                ..
+            } => tracing::debug!("bootstrap incomplete: {e:?}"),
+            kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer,
+                old_peer,
+                ..
+            } => {
+                if let Some(old) = old_peer.filter(|old| !self.swarm.is_connected(old)) {
                     self.identified.remove(&old);
                 }
-            }
-            return;
-        };
-        match result {
-            QueryResult::StartProviding(result) => {
-                if let Err(e) = &result {
-                    tracing::debug!("provider announcement incomplete: {e:?}");
-                }
-                if step.last {
-                    if let Some(reply) = self.announcing.remove(&id) {
-                        let _ = reply.send(Ok(()));
+                if is_new_peer && !self.unannounced.is_empty() {
+                    tracing::debug!(%peer, keys = self.unannounced.len(), "announcing to new peer");
+                    for key in std::mem::take(&mut self.unannounced) {
+                        let record = kad::RecordKey::new(&key);
+                        let _ = self.swarm.behaviour_mut().kad.start_providing(record);
                     }
                 }
             }
-            QueryResult::GetProviders(result) => {
-                match result {
-                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                        let fresh: Vec<PeerId> = providers
-                            .into_iter()
-                            .filter(|p| *p != self.local_peer)
-                            .collect();
-                        for peer in self.lookups.found(id, &fresh) {
-                            if !self.identified.contains_key(&peer) {
-                                self.dial_peer(peer);
-                            }
-                        }
-                    }
-                    Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
-                    Err(e) => tracing::debug!("provider lookup ended: {e:?}"),
-                }
-                if step.last {
-                    self.lookups.kad_done(id, Instant::now());
-                }
-                self.settle_lookups();
-            }
-            QueryResult::Bootstrap(Err(e)) => tracing::debug!("bootstrap incomplete: {e:?}"),
             _ => {}
         }
+    }
+
+    /// An announcement of ours finished. One that reached nobody (we had no peers yet) is
+    /// repeated as soon as the routing table gains a peer, not only at the next reprovide.
+    fn on_announced(
+        &mut self,
+        id: kad::QueryId,
+        result: kad::AddProviderResult,
+        reached: u32,
+        last: bool,
+    ) {
+        if !last {
+            return;
+        }
+        let key = match &result {
+            Ok(ok) => &ok.key,
+            Err(e) => e.key(),
+        };
+        tracing::debug!(
+            reached,
+            ok = result.is_ok(),
+            "provider announcement finished"
+        );
+        if reached == 0 {
+            if let Ok(key) = <[u8; 32]>::try_from(key.as_ref()) {
+                if self.provided.contains(&key) {
+                    self.unannounced.insert(key);
+                }
+            }
+        }
+        if let Some(reply) = self.announcing.remove(&id) {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn on_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
+        match result {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                let fresh: Vec<PeerId> = providers
+                    .into_iter()
+                    .filter(|p| *p != self.local_peer)
+                    .collect();
+                for peer in self.lookups.found(id, &fresh) {
+                    if !self.identified.contains_key(&peer) {
+                        self.dial_peer(peer);
+                    }
+                }
+            }
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => {}
+            Err(e) => tracing::debug!("provider lookup ended: {e:?}"),
+        }
+        if last {
+            self.lookups.kad_done(id, Instant::now());
+        }
+        self.settle_lookups();
     }
 
     fn on_identify(&mut self, event: identify::Event) {
@@ -530,26 +451,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn multiaddr(addr: SocketAddr) -> Multiaddr {
-    Multiaddr::empty()
-        .with(Protocol::from(addr.ip()))
-        .with(Protocol::Tcp(addr.port()))
-}
-
-/// The IP and TCP port of an `/ip4|ip6/../tcp/..` address.
-fn socket_parts(addr: &Multiaddr) -> Option<(IpAddr, u16)> {
-    let mut parts = addr.iter();
-    let ip = match parts.next()? {
-        Protocol::Ip4(ip) => IpAddr::V4(ip),
-        Protocol::Ip6(ip) => IpAddr::V6(ip),
-        _ => return None,
-    };
-    match parts.next()? {
-        Protocol::Tcp(port) => Some((ip, port)),
-        _ => None,
     }
 }
 
