@@ -5,6 +5,8 @@
 //! tests and the simulator; the libp2p Kademlia implementation lives in `libp2p.rs` and is the
 //! only code that names libp2p types.
 
+/// The libp2p Kademlia implementation.
+pub mod libp2p;
 /// The in-memory implementation.
 pub mod memory;
 
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::libp2p::{Libp2pConfig, Libp2pDiscovery};
 pub use memory::{MemoryDirectory, MemoryDiscovery};
 
 use crate::etag::Etag;
