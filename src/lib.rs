@@ -3,6 +3,8 @@
 //!
 //! Map of the crate (one line per part; see `docs/ARCHITECTURE.md`):
 
+/// The agent: the node composition root and the `hfmesh agent` daemon.
+pub mod agent;
 /// The Hugging Face cache tree: layout, locks, atomic snapshot assembly, refs.
 pub mod cache;
 /// The command line: argument parsing and the commands.

@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Download a model or dataset snapshot into the Hugging Face cache tree.
     Pull(pull::PullArgs),
+    /// Run the agent: serve this host's cache to the cluster and pull through the mesh.
+    Agent(crate::agent::cli::AgentArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -37,6 +39,7 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Pull(args) => pull::run(args).await,
+            Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }
     });

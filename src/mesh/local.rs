@@ -245,6 +245,24 @@ impl LocalStore {
     }
 }
 
+impl crate::transfer::ChunkSource for LocalStore {
+    fn manifest(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> Option<SignedManifest> {
+        LocalStore::manifest(self, kind, repo, commit)
+    }
+
+    fn have(&self, etag: &Etag) -> Option<Bitmap> {
+        LocalStore::have(self, etag)
+    }
+
+    fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Vec<u8>>> {
+        LocalStore::read_chunk(self, etag, index)
+    }
+
+    fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<ChunkHash>>> {
+        LocalStore::chunk_hashes(self, etag)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,3 +199,77 @@ impl Peers for MemoryPeers {
         Duration::ZERO
     }
 }
+
+fn transfer_error(peer: &NodeInfo, e: crate::transfer::TransferError) -> PeerError {
+    PeerError {
+        peer: peer.id,
+        peer_fault: e.is_peer_fault(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for crate::transfer::Transfer {
+    async fn manifest(
+        &self,
+        peer: &NodeInfo,
+        s: &SnapshotId,
+    ) -> Result<Option<SignedManifest>, PeerError> {
+        let conn = self
+            .connect(peer)
+            .await
+            .map_err(|e| transfer_error(peer, e))?;
+        conn.manifest(s.0, &s.1, &s.2)
+            .await
+            .map_err(|e| transfer_error(peer, e))
+    }
+
+    async fn have(
+        &self,
+        peer: &NodeInfo,
+        etag: &Etag,
+        with_hashes: bool,
+    ) -> Result<Option<BlobHave>, PeerError> {
+        let conn = self
+            .connect(peer)
+            .await
+            .map_err(|e| transfer_error(peer, e))?;
+        let Some(chunks) = conn.have(etag).await.map_err(|e| transfer_error(peer, e))? else {
+            return Ok(None);
+        };
+        let hashes = match with_hashes {
+            true => conn
+                .hashes(etag)
+                .await
+                .map_err(|e| transfer_error(peer, e))?,
+            false => None,
+        };
+        Ok(Some(BlobHave { chunks, hashes }))
+    }
+
+    async fn chunks(
+        &self,
+        peer: &NodeInfo,
+        etag: &Etag,
+        first: u64,
+        count: u32,
+    ) -> Result<Vec<(u64, Bytes)>, PeerError> {
+        let conn = self
+            .connect(peer)
+            .await
+            .map_err(|e| transfer_error(peer, e))?;
+        let mut out = Vec::new();
+        conn.chunks(etag, first, count, |i, b| out.push((i, b)))
+            .await
+            .map_err(|e| transfer_error(peer, e))?;
+        Ok(out)
+    }
+
+    fn rtt(&self, peer: &NodeId) -> Duration {
+        self.stats()
+            .into_iter()
+            .find(|s| s.id == *peer)
+            .and_then(|s| s.rtt)
+            .unwrap_or(Duration::from_millis(1))
+    }
+}

@@ -42,6 +42,13 @@ use crate::store::{chunk_count, chunk_range, PartialBlob, StoreError, CHUNK_SIZE
 
 /// Longest time between two checkpoints of a partial blob's chunk record.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How long a peer may take to say what it holds (datacenter RTTs are sub-millisecond).
+const PEER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a peer that failed to answer is left alone before it is asked again (doubles with
+/// each further failure, up to [`MAX_DOWN_TIME`]). Its provider records may outlive it.
+const DOWN_TIME: Duration = Duration::from_secs(1);
+/// Longest time a failing peer is left alone.
+const MAX_DOWN_TIME: Duration = Duration::from_secs(30);
 
 /// Tuning of mesh pulls.
 #[derive(Debug, Clone)]
@@ -190,13 +197,19 @@ impl Mesh {
             .sum();
         progress.begin(&what.to_string(), total);
         let tally = Tally::default();
-        let hashes: Vec<(Etag, Arc<Vec<ChunkHash>>)> = stream::iter(distinct.values().map(|f| {
-            let trusted = trusted.get(&f.etag).cloned();
-            self.ensure_blob(&cache, what, &commit, f, trusted, &*progress, &tally)
-        }))
-        .buffer_unordered(self.cfg.max_blobs.max(1))
-        .try_collect()
-        .await?;
+        // Collected first: a lazily mapped stream of borrowing futures is not `Send` for every
+        // lifetime, which would make the pull impossible to spawn.
+        let fetches: Vec<_> = distinct
+            .values()
+            .map(|f| {
+                let trusted = trusted.get(&f.etag).cloned();
+                self.ensure_blob(&cache, what, &commit, f, trusted, &*progress, &tally)
+            })
+            .collect();
+        let hashes: Vec<(Etag, Arc<Vec<ChunkHash>>)> = stream::iter(fetches)
+            .buffer_unordered(self.cfg.max_blobs.max(1))
+            .try_collect()
+            .await?;
         progress.finish();
 
         let dir = cache
@@ -389,6 +402,30 @@ pub fn hash_chunks(path: &std::path::Path, size: u64) -> std::io::Result<Vec<Chu
         .collect()
 }
 
+/// Peers that failed to answer, and until when they are left alone.
+#[derive(Default)]
+struct Down {
+    until: HashMap<NodeId, (Instant, u32)>,
+}
+
+impl Down {
+    fn failed(&mut self, id: NodeId, now: Instant) {
+        let failures = self.until.get(&id).map_or(0, |(_, n)| *n) + 1;
+        let wait = DOWN_TIME
+            .saturating_mul(1 << failures.min(5))
+            .min(MAX_DOWN_TIME);
+        self.until.insert(id, (now + wait, failures));
+    }
+
+    fn answered(&mut self, id: &NodeId) {
+        self.until.remove(id);
+    }
+
+    fn is_down(&self, id: &NodeId, now: Instant) -> bool {
+        self.until.get(id).is_some_and(|(t, _)| now < *t)
+    }
+}
+
 /// What a finished request reports back to the fetch loop.
 struct Outcome {
     request: Request,
@@ -424,6 +461,7 @@ impl BlobFetch<'_> {
             (0..t.len() as u64).for_each(|i| sched.set_verifiable(i));
         }
         let mut vouched: HashMap<NodeId, Vec<Option<ChunkHash>>> = HashMap::new();
+        let mut down = Down::default();
         let mut nodes: HashMap<NodeId, NodeInfo> = HashMap::new();
         let mut hub_url: Option<Url> = None;
         let mut hub_failures = 0u32;
@@ -442,7 +480,7 @@ impl BlobFetch<'_> {
             }
             if !self.hub_only && last_refresh.is_none_or(|t| now >= t + m.cfg.refresh) {
                 last_refresh = Some(now);
-                self.refresh(&mut sched, &key, &mut vouched, &mut nodes)
+                self.refresh(&mut sched, &key, &mut vouched, &mut nodes, &mut down)
                     .await;
             }
             sched.set_hub_allowed(self.hub_only || now >= started + m.cfg.gather);
@@ -506,6 +544,8 @@ impl BlobFetch<'_> {
                         }
                     } else if fault == Fault::BadChunk {
                         m.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+                    } else if let (Source::Peer(id), Fault::Failed) = (o.request.source, fault) {
+                        down.failed(id, Instant::now());
                     }
                     for c in chunks {
                         sched.failed(c..c + 1, o.request.source, fault);
@@ -533,6 +573,7 @@ impl BlobFetch<'_> {
         key: &ContentKey,
         vouched: &mut HashMap<NodeId, Vec<Option<ChunkHash>>>,
         nodes: &mut HashMap<NodeId, NodeInfo>,
+        down: &mut Down,
     ) {
         let m = self.mesh;
         let providers = match m
@@ -547,18 +588,22 @@ impl BlobFetch<'_> {
             }
         };
         let with_hashes = self.trusted.is_none();
-        let asks = providers
+        let now = Instant::now();
+        let asks: Vec<_> = providers
             .into_iter()
-            .filter(|p| !sched.is_banned(&p.id))
+            .filter(|p| !sched.is_banned(&p.id) && !down.is_down(&p.id, now))
             .map(|p| async move {
-                let have = m.peers.have(&p, &self.file.etag, with_hashes).await;
+                let ask = m.peers.have(&p, &self.file.etag, with_hashes);
+                let have = tokio::time::timeout(PEER_ANSWER_TIMEOUT, ask).await;
                 (p, have)
-            });
+            })
+            .collect();
         let answers = futures_util::future::join_all(asks).await;
         let mut pullers = Vec::new();
         for (p, have) in answers {
             match have {
-                Ok(Some(have)) => {
+                Ok(Ok(Some(have))) => {
+                    down.answered(&p.id);
                     if !have.chunks.is_full() {
                         pullers.push(p.id);
                     }
@@ -577,7 +622,11 @@ impl BlobFetch<'_> {
                     sched.update_peer(p.id, have.chunks, near, m.peers.rtt(&p.id));
                     nodes.insert(p.id, p);
                 }
-                Ok(None) | Err(_) => sched.remove_peer(&p.id),
+                Ok(Ok(None)) => sched.remove_peer(&p.id),
+                Ok(Err(_)) | Err(_) => {
+                    down.failed(p.id, now);
+                    sched.remove_peer(&p.id);
+                }
             }
         }
         sched.set_pullers(pullers);

@@ -377,6 +377,20 @@ impl PeerConn {
         Ok(answer)
     }
 
+    /// The BLAKE3 hash of each chunk of `etag` the peer vouches for; `None` if it holds nothing.
+    pub async fn hashes(
+        &self,
+        etag: &Etag,
+    ) -> Result<Option<Vec<Option<[u8; 32]>>>, TransferError> {
+        let mut x = self
+            .request(&Request::Hashes { etag: etag.clone() })
+            .await?;
+        match x.one().await? {
+            Response::Hashes(h) => Ok(h),
+            other => Err(self.unexpected(&other, "hashes")),
+        }
+    }
+
     /// Requests chunks `first..first + count` of `etag`; calls `on_chunk(index, bytes)` as each
     /// arrives, in order (bytes are NOT verified here: the caller checks BLAKE3), and returns the
     /// indices the peer said were missing. The peer must answer every index exactly once, in

@@ -45,6 +45,12 @@ pub trait ChunkSource: Send + Sync + 'static {
     /// Chunk `index` of `etag` (at most `CHUNK_SIZE` bytes), or `None` when it is not present.
     /// Blocking.
     fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>>;
+    /// The BLAKE3 hash of each chunk of `etag` this node vouches for (`None` per absent chunk);
+    /// `None` when nothing of it is here.
+    fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<[u8; 32]>>> {
+        let _ = etag;
+        None
+    }
 }
 
 /// What the server and client halves of an endpoint share.

@@ -146,6 +146,9 @@ async fn serve_stream(
         Request::Have { etag } => blocking(move || source.have(&etag))
             .await
             .map(Response::Have),
+        Request::Hashes { etag } => blocking(move || source.chunk_hashes(&etag))
+            .await
+            .map(Response::Hashes),
         Request::Chunks { etag, first, count } => {
             send_chunks(shared, peer, counters, &mut send, etag, first, count).await?;
             let _ = send.finish();

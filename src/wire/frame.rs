@@ -15,12 +15,14 @@ mod kind {
     pub const REQ_MANIFEST: u8 = 0x02;
     pub const REQ_HAVE: u8 = 0x03;
     pub const REQ_CHUNKS: u8 = 0x04;
+    pub const REQ_HASHES: u8 = 0x05;
     pub const RESP_HELLO: u8 = 0x81;
     pub const RESP_MANIFEST: u8 = 0x82;
     pub const RESP_HAVE: u8 = 0x83;
     pub const RESP_CHUNK: u8 = 0x84;
     pub const RESP_MISSING: u8 = 0x85;
     pub const RESP_ERROR: u8 = 0x86;
+    pub const RESP_HASHES: u8 = 0x87;
 }
 
 /// Why bytes from a peer are not a valid frame. Every variant is the sender's fault.
@@ -169,6 +171,7 @@ impl Message for Request {
             Request::Hello(_) => kind::REQ_HELLO,
             Request::Manifest { .. } => kind::REQ_MANIFEST,
             Request::Have { .. } => kind::REQ_HAVE,
+            Request::Hashes { .. } => kind::REQ_HASHES,
             Request::Chunks { .. } => kind::REQ_CHUNKS,
         }
     }
@@ -176,7 +179,11 @@ impl Message for Request {
     fn limit(k: u8) -> Option<usize> {
         matches!(
             k,
-            kind::REQ_HELLO | kind::REQ_MANIFEST | kind::REQ_HAVE | kind::REQ_CHUNKS
+            kind::REQ_HELLO
+                | kind::REQ_MANIFEST
+                | kind::REQ_HAVE
+                | kind::REQ_CHUNKS
+                | kind::REQ_HASHES
         )
         .then_some(MAX_CONTROL_FRAME)
     }
@@ -186,6 +193,7 @@ impl Message for Request {
             Request::Hello(h) => put(h, out),
             Request::Manifest { kind, repo, commit } => put(&(kind, repo, commit), out),
             Request::Have { etag } => put(etag, out),
+            Request::Hashes { etag } => put(etag, out),
             Request::Chunks { etag, first, count } => put(&(etag, first, count), out),
         }
     }
@@ -198,6 +206,7 @@ impl Message for Request {
                 Request::Manifest { kind, repo, commit }
             }
             kind::REQ_HAVE => Request::Have { etag: exact(body)? },
+            kind::REQ_HASHES => Request::Hashes { etag: exact(body)? },
             kind::REQ_CHUNKS => {
                 let (etag, first, count) = exact(body)?;
                 Request::Chunks { etag, first, count }
@@ -217,6 +226,7 @@ impl Message for Response {
             Response::Hello(_) => kind::RESP_HELLO,
             Response::Manifest(_) => kind::RESP_MANIFEST,
             Response::Have(_) => kind::RESP_HAVE,
+            Response::Hashes(_) => kind::RESP_HASHES,
             Response::Chunk { .. } => kind::RESP_CHUNK,
             Response::Missing { .. } => kind::RESP_MISSING,
             Response::Error { .. } => kind::RESP_ERROR,
@@ -229,7 +239,7 @@ impl Message for Response {
                 Some(MAX_CONTROL_FRAME)
             }
             kind::RESP_HAVE => Some(MAX_HAVE_FRAME),
-            kind::RESP_MANIFEST => Some(MAX_MANIFEST_FRAME),
+            kind::RESP_MANIFEST | kind::RESP_HASHES => Some(MAX_MANIFEST_FRAME),
             _ => None,
         }
     }
@@ -239,6 +249,7 @@ impl Message for Response {
             Response::Hello(h) => put(h, out),
             Response::Manifest(m) => put(m, out),
             Response::Have(b) => put(b, out),
+            Response::Hashes(h) => put(h, out),
             Response::Chunk { index, len } => put(&(index, len), out),
             Response::Missing { index } => put(index, out),
             Response::Error { code, message } => {
@@ -256,6 +267,7 @@ impl Message for Response {
             kind::RESP_HELLO => Response::Hello(exact(body)?),
             kind::RESP_MANIFEST => Response::Manifest(exact(body)?),
             kind::RESP_HAVE => Response::Have(exact(body)?),
+            kind::RESP_HASHES => Response::Hashes(exact(body)?),
             kind::RESP_CHUNK => {
                 let (index, len) = exact(body)?;
                 Response::Chunk { index, len }

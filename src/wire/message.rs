@@ -42,6 +42,13 @@ pub enum Request {
         /// The blob.
         etag: Etag,
     },
+    /// The BLAKE3 hash of each chunk of a blob that the server vouches for (chunks it read from
+    /// the Hub or verified itself): how chunks are checked before a complete signed manifest
+    /// exists, when several nodes cold-start the same blob.
+    Hashes {
+        /// The blob.
+        etag: Etag,
+    },
     /// Chunks `first..first + count` of a blob. Answered in order, one [`Response::Chunk`] or
     /// [`Response::Missing`] per index.
     Chunks {
@@ -63,6 +70,8 @@ pub enum Response {
     Manifest(Option<SignedManifest>),
     /// The chunks held, or `None` when the server holds nothing of the blob.
     Have(Option<Bitmap>),
+    /// Per chunk the hash vouched for (or `None`); `None` when the server holds nothing of it.
+    Hashes(Option<Vec<Option<[u8; 32]>>>),
     /// Chunk `index` follows as `len` raw bytes (`len <= CHUNK_SIZE`).
     Chunk {
         /// Chunk index.
@@ -140,7 +149,7 @@ impl Request {
     pub fn validate(&self) -> Result<(), WireError> {
         match self {
             Request::Hello(h) => validate_hello(h),
-            Request::Manifest { .. } | Request::Have { .. } => Ok(()),
+            Request::Manifest { .. } | Request::Have { .. } | Request::Hashes { .. } => Ok(()),
             Request::Chunks { first, count, .. } => {
                 if *count == 0 || *count > MAX_CHUNKS_PER_REQUEST {
                     return Err(WireError::Invalid(format!(
@@ -173,7 +182,16 @@ impl Response {
                 }
                 Ok(())
             }
-            Response::Manifest(None) | Response::Have(None) | Response::Error { .. } => Ok(()),
+            Response::Manifest(None)
+            | Response::Have(None)
+            | Response::Hashes(None)
+            | Response::Error { .. } => Ok(()),
+            Response::Hashes(Some(h)) => {
+                if h.len() as u64 > MAX_CHUNKS {
+                    return Err(WireError::Invalid(format!("{} chunk hashes", h.len())));
+                }
+                Ok(())
+            }
             Response::Have(Some(b)) => {
                 if b.len() > MAX_CHUNKS || b.bits().len() as u64 != b.len().div_ceil(8) {
                     return Err(WireError::Invalid(format!(

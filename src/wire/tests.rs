@@ -30,6 +30,7 @@ fn requests() -> Vec<Request> {
             commit: CommitId::parse(&"c".repeat(40)).unwrap(),
         },
         Request::Have { etag: etag() },
+        Request::Hashes { etag: etag() },
         Request::Chunks {
             etag: etag(),
             first: 7,
@@ -50,6 +51,8 @@ fn responses() -> Vec<Response> {
             signature: vec![5; 64],
         })),
         Response::Have(None),
+        Response::Hashes(None),
+        Response::Hashes(Some(vec![None, Some([7; 32])])),
         Response::Have(Some(bits)),
         Response::Have(Some(Bitmap::full(MAX_CHUNKS))),
         Response::Chunk {

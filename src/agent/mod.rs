@@ -1,0 +1,9 @@
+//! The agent: the daemon every host runs. Today: the node composition root and a minimal
+//! `hfmesh agent` command that serves the cache and pulls a preload list through the mesh.
+
+/// `hfmesh agent`.
+pub mod cli;
+/// The composition root.
+pub mod node;
+
+pub use node::{Node, NodeConfig, StartError};
