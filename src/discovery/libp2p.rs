@@ -28,7 +28,9 @@ use swarm::Command;
 
 /// The Kademlia protocol name of hfmesh's DHT.
 pub const KAD_PROTOCOL: &str = "/hfmesh/kad/1.0.0";
-/// The identify protocol version hfmesh nodes announce and require from each other.
+/// The identify protocol version hfmesh nodes announce and require from each other. (libp2p
+/// fixes identify's stream protocol to `/ipfs/id/1.0.0`; this is the version field inside it,
+/// and the stream is only reachable through the cluster's pnet anyway.)
 pub const IDENTIFY_PROTOCOL: &str = "/hfmesh/id/1.0.0";
 /// Capacity of the command channel to the swarm task; callers wait (within their deadline) when
 /// it is full.

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use libp2p::core::{multiaddr::Protocol, transport::Transport as _, upgrade, Multiaddr};
+use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::identity::Keypair;
 use libp2p::kad::{self, store::MemoryStore, store::MemoryStoreConfig, Mode};
-use libp2p::pnet::{PnetConfig, PreSharedKey};
+use libp2p::pnet::{PnetConfig, PnetError, PnetOutput, PreSharedKey};
 use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, mdns, noise, tcp, yamux, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 
@@ -24,12 +25,36 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `spawn` waits for the listener to report its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Sent by both sides through the fresh pnet stream. A peer with another cluster secret reads
+/// garbage instead, so a mismatch fails in one round trip with a clear error rather than
+/// stalling the next handshake until [`HANDSHAKE_TIMEOUT`].
+const PNET_CHECK: &[u8; 16] = b"hfmesh pnet ok\n\0";
+
 /// The behaviours of an hfmesh node.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     pub(super) kad: kad::Behaviour<MemoryStore>,
     pub(super) identify: identify::Behaviour,
     pub(super) mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// pnet's handshake (nonce exchange) followed by a check that both sides use the same key.
+async fn pnet_handshake<S>(socket: S, psk: PreSharedKey) -> Result<PnetOutput<S>, PnetError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut stream = PnetConfig::new(psk).handshake(socket).await?;
+    stream.write_all(PNET_CHECK).await?;
+    stream.flush().await?;
+    let mut echo = [0u8; PNET_CHECK.len()];
+    stream.read_exact(&mut echo).await?;
+    if &echo != PNET_CHECK {
+        return Err(PnetError::HandshakeError(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the peer does not share this cluster's secret",
+        )));
+    }
+    Ok(stream)
 }
 
 /// The swarm for `cfg`, not yet listening.
@@ -45,7 +70,7 @@ pub(super) fn build(cfg: &Libp2pConfig) -> Result<Swarm<Behaviour>, DiscoveryErr
         .with_other_transport(|key| {
             let noise = noise::Config::new(key)?;
             let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                .and_then(move |socket, _| pnet_handshake(socket, psk))
                 .upgrade(upgrade::Version::V1Lazy)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default())
@@ -85,10 +110,13 @@ fn kademlia(peer: PeerId, cfg: &Libp2pConfig) -> kad::Behaviour<MemoryStore> {
         .set_record_ttl(Some(cfg.provider_ttl))
         .set_publication_interval(None)
         .set_replication_interval(None);
+    // Provider records only: hfmesh puts no values in the DHT, so peers cannot store any here.
     let store = MemoryStore::with_config(
         peer,
         MemoryStoreConfig {
             max_provided_keys: MAX_STORED_KEYS,
+            max_records: 0,
+            max_value_bytes: 0,
             ..MemoryStoreConfig::default()
         },
     );

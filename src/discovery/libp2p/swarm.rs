@@ -118,7 +118,8 @@ pub(super) async fn start(
 
 impl Actor {
     async fn run(mut self) {
-        let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        let mut redial =
+            tokio::time::interval_at(Instant::now() + REDIAL_INTERVAL, REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown_reply = loop {
             let next_deadline = self.lookups.next_deadline();
@@ -258,11 +259,16 @@ impl Actor {
                 peer_id,
                 error,
             } => {
-                tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}");
-                if let Some(Dial::AddPeer(reply)) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(other(format!("cannot connect: {error}"))));
+                match self.dials.remove(&connection_id) {
+                    Some(Dial::Bootstrap) => {
+                        tracing::info!("cannot connect to bootstrap peer: {error}");
+                    }
+                    Some(Dial::AddPeer(reply)) => {
+                        let _ = reply.send(Err(other(format!("cannot connect: {error}"))));
+                    }
+                    None => tracing::debug!(peer = ?peer_id, "outgoing connection failed: {error}"),
                 }
-                if let Some(peer) = peer_id {
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
                     self.lookups.unreachable(peer);
                     self.settle_lookups();
                 }
