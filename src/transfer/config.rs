@@ -31,7 +31,7 @@
 //!   ~208 KiB: at 1 GB/s that is 200 µs of packets, so a receiver that is scheduled late drops
 //!   datagrams, Cubic backs off and black-hole detection even drops the MTU back to 1200. The
 //!   kernel caps the request at `net.core.rmem_max`/`wmem_max`; operators should raise those
-//!   (`deploy/` sets them to 32 MiB).
+//!   (for example to 32 MiB; `deploy/` should set this).
 //! - **Streams.** [`MAX_CONCURRENT_BIDI_STREAMS`] = 256 requests in flight per connection
 //!   (hundreds of chunk requests from a scheduler), no unidirectional streams, no datagrams.
 //!   Send fairness is off so a stream's chunks finish in order instead of all interleaving.
