@@ -337,3 +337,47 @@ async fn a_member_sending_garbage_or_oversized_frames_is_disconnected() {
     assert!(within(raw.hello_then_have(&cluster(), etag(1))).await);
     assert_eq!(source.calls.load(Ordering::SeqCst), 1);
 }
+
+/// Loopback throughput of one peer pulling from another (run by the benchmark scripts:
+/// `cargo test --release --test transfer -- --ignored stress_ --nocapture`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn stress_loopback_throughput() {
+    let blob = content(7, 64 * CHUNK_SIZE as usize);
+    let mut source = MemSource::default();
+    source.blob(etag(7), blob, None);
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    for streams in [1usize, 4] {
+        let rounds = 4;
+        let started = std::time::Instant::now();
+        let mut total = 0u64;
+        for _ in 0..rounds {
+            let per = 64 / streams as u32;
+            let fetches = (0..streams).map(|s| {
+                let conn = conn.clone();
+                async move {
+                    let mut n = 0u64;
+                    conn.chunks(&etag(7), u64::from(per) * s as u64, per, |_, b| {
+                        n += b.len() as u64
+                    })
+                    .await
+                    .unwrap();
+                    n
+                }
+            });
+            total += futures_util::future::join_all(fetches)
+                .await
+                .into_iter()
+                .sum::<u64>();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{streams} stream(s): {} MiB in {secs:.2} s = {:.0} MB/s",
+            total >> 20,
+            total as f64 / secs / 1e6
+        );
+    }
+    within(server.shutdown()).await;
+}

@@ -78,7 +78,7 @@ impl Transfer {
             addr: cfg.listen,
             source,
         };
-        let socket = std::net::UdpSocket::bind(cfg.listen).map_err(bind)?;
+        let socket = udp_socket(cfg.listen).map_err(bind)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| TransferError::Local("no async runtime for quinn".into()))?;
         let endpoint =
@@ -247,6 +247,26 @@ impl Transfer {
         );
         let _ = timeout(WAIT_IDLE_TIMEOUT, s.endpoint.wait_idle()).await;
     }
+}
+
+/// A UDP socket on `addr` with [`config::SOCKET_BUFFER`]-sized kernel buffers (the kernel caps
+/// them at `net.core.rmem_max` / `wmem_max`; the sizes it granted are logged).
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Failing to enlarge a buffer costs speed, not correctness.
+    let _ = socket.set_recv_buffer_size(config::SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(config::SOCKET_BUFFER);
+    tracing::debug!(
+        recv = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "transfer socket buffers"
+    );
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// An authenticated connection to one cluster member. Cheap to clone; requests on clones run

@@ -16,7 +16,8 @@
 //!   IP and UDP headers; IPv4 paths get the same). On 1500-byte fabrics discovery settles at
 //!   1452. Bigger packets mean ~6× fewer packets, ACKs and syscalls per byte. Loopback allows
 //!   up to 64 KiB; [`LOOPBACK_MTU_UPPER_BOUND`] is used when the endpoint listens on loopback
-//!   (tests, benchmarks). Every endpoint accepts datagrams up to [`MAX_UDP_PAYLOAD`] so a peer's
+//!   (tests, benchmarks). The initial MTU must stay below 16384 in any case (quinn writes
+//!   handshake packet lengths in two bytes and panics beyond). Every endpoint accepts datagrams up to [`MAX_UDP_PAYLOAD`] so a peer's
 //!   discovery is never capped by our receive side.
 //! - **Congestion control.** Cubic (quinn's default and its most exercised controller; quinn's
 //!   BBR is marked experimental) with an initial window of [`INITIAL_WINDOW`] = 256 KiB instead of
@@ -26,6 +27,11 @@
 //!   quinn's 333 ms would stall a lost handshake packet for a second on a 100 µs path).
 //!   [`KEEP_ALIVE`] = 5 s and [`IDLE_TIMEOUT`] = 30 s: a cached connection survives between pulls,
 //!   a dead host is noticed within half a minute (the scheduler's hedging reacts much sooner).
+//! - **Socket buffers.** [`SOCKET_BUFFER`] = 16 MiB of kernel buffer each way. Linux defaults to
+//!   ~208 KiB: at 1 GB/s that is 200 µs of packets, so a receiver that is scheduled late drops
+//!   datagrams, Cubic backs off and black-hole detection even drops the MTU back to 1200. The
+//!   kernel caps the request at `net.core.rmem_max`/`wmem_max`; operators should raise those
+//!   (for example to 32 MiB; `deploy/` should set this).
 //! - **Streams.** [`MAX_CONCURRENT_BIDI_STREAMS`] = 256 requests in flight per connection
 //!   (hundreds of chunk requests from a scheduler), no unidirectional streams, no datagrams.
 //!   Send fairness is off so a stream's chunks finish in order instead of all interleaving.
@@ -52,6 +58,8 @@ pub const MTU_UPPER_BOUND: u16 = 9000 - 48;
 pub const LOOPBACK_MTU_UPPER_BOUND: u16 = 65_000;
 /// Largest UDP payload the endpoint accepts (the UDP maximum).
 pub const MAX_UDP_PAYLOAD: u16 = 65_527;
+/// Kernel send and receive buffer requested for the UDP socket (bytes).
+pub const SOCKET_BUFFER: usize = 16 << 20;
 /// Initial congestion window (bytes).
 pub const INITIAL_WINDOW: u64 = 256 << 10;
 /// RTT assumed before the first sample.

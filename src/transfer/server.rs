@@ -55,7 +55,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let counters = shared.stats.get(peer);
     counters.rtt(conn.rtt());
     loop {
-        let (send, recv) = tokio::select! {
+        let (mut send, mut recv) = tokio::select! {
             _ = shared.cancel.cancelled() => break,
             stream = conn.accept_bi() => match stream {
                 Ok(s) => s,
@@ -64,7 +64,8 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         };
         let (s, c, k) = (shared.clone(), conn.clone(), counters.clone());
         shared.tracker.spawn(async move {
-            if let Err(e) = serve_stream(&s, &c, peer, &k, send, recv).await {
+            // The streams outlive the close: dropping a send stream first would finish it cleanly.
+            if let Err(e) = serve_stream(&s, &c, peer, &k, &mut send, &mut recv).await {
                 if e.is_peer_fault() {
                     warn!(%peer, "closing connection: {e}");
                     close(&c, CloseCode::Protocol, &e.to_string());
@@ -87,7 +88,22 @@ async fn server_hello(
         .accept_bi()
         .await
         .map_err(|e| TransferError::connection(peer, e))?;
-    let hello = match io::read_frame::<Request>(&mut recv, peer).await? {
+    let result = hello_exchange(shared, conn, peer, &mut send, &mut recv).await;
+    if result.is_err() {
+        // Close while the streams live: dropping them first would end them cleanly.
+        close(conn, CloseCode::BadHello, "bad hello");
+    }
+    result
+}
+
+async fn hello_exchange(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    peer: NodeId,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<(), TransferError> {
+    let hello = match io::read_frame::<Request>(recv, peer).await? {
         Some((Request::Hello(h), _)) => h,
         _ => {
             return Err(TransferError::BadHello {
@@ -105,7 +121,7 @@ async fn server_hello(
         shared.node,
         &shared.topology,
     )?;
-    io::write_frame(&mut send, peer, &Response::Hello(ours)).await?;
+    io::write_frame(send, peer, &Response::Hello(ours)).await?;
     let _ = send.finish();
     Ok(())
 }
@@ -116,10 +132,10 @@ async fn serve_stream(
     conn: &quinn::Connection,
     peer: NodeId,
     counters: &Counters,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
 ) -> Result<(), TransferError> {
-    let request = match timeout(FRAME_TIMEOUT, io::read_frame::<Request>(&mut recv, peer)).await {
+    let request = match timeout(FRAME_TIMEOUT, io::read_frame::<Request>(recv, peer)).await {
         Err(_) => {
             return Err(TransferError::Timeout {
                 what: "reading a request",
@@ -150,7 +166,7 @@ async fn serve_stream(
             .await
             .map(Response::Hashes),
         Request::Chunks { etag, first, count } => {
-            send_chunks(shared, peer, counters, &mut send, etag, first, count).await?;
+            send_chunks(shared, peer, counters, send, etag, first, count).await?;
             let _ = send.finish();
             return Ok(());
         }
@@ -159,13 +175,13 @@ async fn serve_stream(
         code: ErrorCode::Internal,
         message: e,
     });
-    let n = match io::write_frame(&mut send, peer, &response).await {
+    let n = match io::write_frame(send, peer, &response).await {
         Err(TransferError::Local(e)) => {
             let err = Response::Error {
                 code: ErrorCode::Internal,
                 message: format!("cannot encode the answer: {e}"),
             };
-            io::write_frame(&mut send, peer, &err).await?
+            io::write_frame(send, peer, &err).await?
         }
         other => other?,
     };
