@@ -9,43 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hfmesh::agent::{Node, NodeConfig};
+use hfmesh::agent::Node;
 use hfmesh::discovery::{ContentKey, Discovery};
 use hfmesh::emulator::Faults;
-use hfmesh::hub::HubConfig;
-use hfmesh::mesh::{LocalStore, MeshConfig};
-use hfmesh::node::{ClusterSecret, NodeKey, Topology};
+use hfmesh::mesh::LocalStore;
+use hfmesh::node::ClusterSecret;
 use hfmesh::repo::{RepoKind, RepoRef};
 use hfmesh::transfer::ChunkSource;
-
-const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
-
-fn config(
-    dir: &std::path::Path,
-    hub: &str,
-    n: u8,
-    rack: &str,
-    bootstrap: Vec<std::net::SocketAddr>,
-) -> NodeConfig {
-    let root = dir.join(format!("node{n}"));
-    NodeConfig {
-        cache_dir: root.join("hub"),
-        state_dir: root.join("state"),
-        hub: HubConfig::for_endpoint(hub).unwrap(),
-        cluster: ClusterSecret::from_material(SECRET).unwrap(),
-        key: NodeKey::from_secret([n; 32]),
-        topology: Topology {
-            zone: Some("z1".into()),
-            rack: Some(rack.into()),
-        },
-        p2p_listen: "127.0.0.1:0".parse().unwrap(),
-        quic_listen: "127.0.0.1:0".parse().unwrap(),
-        bootstrap,
-        mdns: false,
-        mesh: MeshConfig::default(),
-        provider_ttl: Duration::from_secs(600),
-    }
-}
 
 fn medium() -> RepoRef {
     RepoRef::parse("acme/medium", RepoKind::Model).unwrap()
@@ -56,22 +26,13 @@ fn silent() -> Arc<dyn hfmesh::progress::Progress> {
 }
 
 /// Waits until `node` sees a provider of the snapshot `what` at `commit`.
-async fn wait_for_provider(node: &Node, what: &RepoRef, commit: &hfmesh::repo::CommitId) {
+async fn wait_for_snapshot(node: &Node, what: &RepoRef, commit: &hfmesh::repo::CommitId) {
     let key = ContentKey::Snapshot {
         kind: what.kind,
         repo: what.id.clone(),
         commit: commit.clone(),
     };
-    let d = node.discovery.clone();
-    wait_until_async(
-        "a provider of the snapshot",
-        Duration::from_secs(30),
-        || {
-            let (d, key) = (d.clone(), key.clone());
-            async move { !d.providers(key, 8).await.unwrap_or_default().is_empty() }
-        },
-    )
-    .await;
+    wait_for_provider(node, key).await;
 }
 
 async fn wait_until_async<F: std::future::Future<Output = bool>>(
@@ -100,7 +61,7 @@ fn same_model(a: &std::path::Path, b: &std::path::Path) {
 async fn four_nodes_pull_from_the_one_holder_with_zero_bytes_from_the_hub() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let holder = Node::start(config(dir.path(), &hub.url(), 1, "r1", vec![]))
+    let holder = Node::start(node_config(dir.path(), &hub.url(), 1, "r1", vec![]))
         .await
         .unwrap();
     let first = holder.pull(&medium(), silent()).await.unwrap();
@@ -108,7 +69,7 @@ async fn four_nodes_pull_from_the_one_holder_with_zero_bytes_from_the_hub() {
     assert_eq!(served, MEDIUM_SIZE);
     let mut nodes = Vec::new();
     for n in 2..=5 {
-        let node = Node::start(config(
+        let node = Node::start(node_config(
             dir.path(),
             &hub.url(),
             n,
@@ -117,7 +78,7 @@ async fn four_nodes_pull_from_the_one_holder_with_zero_bytes_from_the_hub() {
         ))
         .await
         .unwrap();
-        wait_for_provider(&node, &medium(), &first.commit).await;
+        wait_for_snapshot(&node, &medium(), &first.commit).await;
         let r = node.pull(&medium(), silent()).await.unwrap();
         assert!(
             r.manifest_from_peer && r.bytes_from_hub == 0,
@@ -196,19 +157,19 @@ impl ChunkSource for Slow {
 async fn a_node_serving_corrupt_chunks_is_detected_and_avoided() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let honest = Node::start(config(dir.path(), &hub.url(), 1, "far", vec![]))
+    let honest = Node::start(node_config(dir.path(), &hub.url(), 1, "far", vec![]))
         .await
         .unwrap();
     let first = honest.pull(&medium(), silent()).await.unwrap();
     let liar = Node::start_with(
-        config(dir.path(), &hub.url(), 2, "near", vec![honest.p2p_addr()]),
+        node_config(dir.path(), &hub.url(), 2, "near", vec![honest.p2p_addr()]),
         |s| Arc::new(Corrupting(s)),
     )
     .await
     .unwrap();
-    wait_for_provider(&liar, &medium(), &first.commit).await;
+    wait_for_snapshot(&liar, &medium(), &first.commit).await;
     liar.pull(&medium(), silent()).await.unwrap();
-    let puller = Node::start(config(
+    let puller = Node::start(node_config(
         dir.path(),
         &hub.url(),
         3,
@@ -252,7 +213,7 @@ fn first_blob(snapshot: &std::path::Path) -> String {
 async fn the_only_holder_killed_mid_transfer_and_the_pull_completes_from_the_hub() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let holder = Node::start_with(config(dir.path(), &hub.url(), 1, "r1", vec![]), |s| {
+    let holder = Node::start_with(node_config(dir.path(), &hub.url(), 1, "r1", vec![]), |s| {
         Arc::new(Slow(s))
     })
     .await
@@ -260,7 +221,7 @@ async fn the_only_holder_killed_mid_transfer_and_the_pull_completes_from_the_hub
     let first = holder.pull(&medium(), silent()).await.unwrap();
     hub.reset_stats();
     let puller = Arc::new(
-        Node::start(config(
+        Node::start(node_config(
             dir.path(),
             &hub.url(),
             2,
@@ -270,7 +231,7 @@ async fn the_only_holder_killed_mid_transfer_and_the_pull_completes_from_the_hub
         .await
         .unwrap(),
     );
-    wait_for_provider(&puller, &medium(), &first.commit).await;
+    wait_for_snapshot(&puller, &medium(), &first.commit).await;
     let pulling = tokio::spawn({
         let puller = puller.clone();
         async move { puller.pull(&medium(), silent()).await }
@@ -301,13 +262,13 @@ async fn nodes_cold_starting_together_take_it_from_the_hub_about_once() {
         ..Faults::default()
     });
     let dir = tempfile::tempdir().unwrap();
-    let first = Node::start(config(dir.path(), &hub.url(), 1, "r1", vec![]))
+    let first = Node::start(node_config(dir.path(), &hub.url(), 1, "r1", vec![]))
         .await
         .unwrap();
     let mut nodes = vec![];
     for n in 2..=4 {
         nodes.push(
-            Node::start(config(
+            Node::start(node_config(
                 dir.path(),
                 &hub.url(),
                 n,
@@ -355,13 +316,13 @@ async fn nodes_cold_starting_together_take_it_from_the_hub_about_once() {
 async fn an_outsider_without_the_cluster_secret_gets_nothing() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let member = Node::start(config(dir.path(), &hub.url(), 1, "r1", vec![]))
+    let member = Node::start(node_config(dir.path(), &hub.url(), 1, "r1", vec![]))
         .await
         .unwrap();
     let first = member.pull(&medium(), silent()).await.unwrap();
     // The outsider knows the member's address and the commit, but not the secret; the Hub is
     // out of its reach, so anything it gets would have to come from the member.
-    let mut cfg = config(
+    let mut cfg = node_config(
         dir.path(),
         "http://127.0.0.1:9",
         9,

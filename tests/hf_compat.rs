@@ -253,3 +253,64 @@ async fn huggingface_hub_and_hfmesh_fill_one_cache_at_the_same_time() {
     .await;
     assert!(report.contains(", 0 problems"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_pulled_from_peers_passes_the_same_checks_as_a_hub_pull() {
+    let (_root, hub) = start_hub().await;
+    let url = hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let silent = || -> std::sync::Arc<dyn hfmesh::progress::Progress> {
+        std::sync::Arc::new(hfmesh::progress::Silent)
+    };
+    let what = hfmesh::repo::RepoRef::parse("acme/example", hfmesh::repo::RepoKind::Model).unwrap();
+    let holder = hfmesh::agent::Node::start(node_config(dir.path(), &url, 1, "r1", vec![]))
+        .await
+        .unwrap();
+    let first = holder.pull(&what, silent()).await.unwrap();
+    let puller = hfmesh::agent::Node::start(node_config(
+        dir.path(),
+        &url,
+        2,
+        "r1",
+        vec![holder.p2p_addr()],
+    ))
+    .await
+    .unwrap();
+    let key = hfmesh::discovery::ContentKey::Snapshot {
+        kind: what.kind,
+        repo: what.id.clone(),
+        commit: first.commit.clone(),
+    };
+    wait_for_provider(&puller, key).await;
+    let r = puller.pull(&what, silent()).await.unwrap();
+    assert!(r.manifest_from_peer && r.bytes_from_hub == 0, "{r:?}");
+
+    // The same repo with the real client, then both checks against the peer-pulled tree.
+    let theirs = dir.path().join("hf");
+    let home = dir.path().join("home");
+    let theirs_s = theirs.to_string_lossy().to_string();
+    run_python(
+        &home,
+        &url,
+        &["download", "acme/example", "--cache-dir", &theirs_s],
+    )
+    .await;
+    let ours = dir.path().join("node2/hub");
+    let report = run_python(
+        &home,
+        &url,
+        &["compare", &ours.to_string_lossy(), &theirs_s],
+    )
+    .await;
+    assert!(report.contains(": 0 differences"), "{report}");
+    hub.shutdown().await;
+    let report = run_python(
+        &home,
+        "http://127.0.0.1:9",
+        &["offline", &ours.to_string_lossy(), "acme/example"],
+    )
+    .await;
+    assert!(report.contains(", 0 problems"), "{report}");
+    puller.shutdown().await;
+    holder.shutdown().await;
+}

@@ -162,3 +162,53 @@ pub fn tree(root: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The cluster secret of test clusters.
+pub const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
+
+/// A node config on loopback (ports picked by the OS) under `dir/node<n>`, key from `n`.
+pub fn node_config(
+    dir: &Path,
+    hub: &str,
+    n: u8,
+    rack: &str,
+    bootstrap: Vec<std::net::SocketAddr>,
+) -> hfmesh::agent::NodeConfig {
+    let root = dir.join(format!("node{n}"));
+    hfmesh::agent::NodeConfig {
+        cache_dir: root.join("hub"),
+        state_dir: root.join("state"),
+        hub: hfmesh::hub::HubConfig::for_endpoint(hub).unwrap(),
+        cluster: hfmesh::node::ClusterSecret::from_material(SECRET).unwrap(),
+        key: hfmesh::node::NodeKey::from_secret([n; 32]),
+        topology: hfmesh::node::Topology {
+            zone: Some("z1".into()),
+            rack: Some(rack.into()),
+        },
+        p2p_listen: "127.0.0.1:0".parse().unwrap(),
+        quic_listen: "127.0.0.1:0".parse().unwrap(),
+        bootstrap,
+        mdns: false,
+        mesh: hfmesh::mesh::MeshConfig::default(),
+        provider_ttl: Duration::from_secs(600),
+    }
+}
+
+/// Waits until `node` sees a provider of `key`.
+pub async fn wait_for_provider(node: &hfmesh::agent::Node, key: hfmesh::discovery::ContentKey) {
+    use hfmesh::discovery::Discovery;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node
+        .discovery
+        .providers(key.clone(), 8)
+        .await
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a provider of {key:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
