@@ -18,7 +18,9 @@ use hfmesh::transfer::{ChunkSource, Transfer, TransferConfig};
 const TOTAL: usize = 512 << 20;
 
 fn data() -> Vec<u8> {
-    (0..TOTAL).map(|i| (i as u64).wrapping_mul(0x9e3779b97f4a7c15).to_le_bytes()[3]).collect()
+    (0..TOTAL)
+        .map(|i| (i as u64).wrapping_mul(0x9e3779b97f4a7c15).to_le_bytes()[3])
+        .collect()
 }
 
 #[test]
@@ -64,9 +66,17 @@ async fn stress_quic_throughput_by_request_size() {
         topology: Topology::default(),
         listen: "127.0.0.1:0".parse().unwrap(),
     };
-    let server = Transfer::bind(cfg(1), Arc::new(Blob(blob.clone()))).await.unwrap();
-    let client = Transfer::bind(cfg(2), Arc::new(Blob(Arc::new(vec![])))).await.unwrap();
-    let peer = NodeInfo { id: server.node(), addr: server.local_addr(), topology: Topology::default() };
+    let server = Transfer::bind(cfg(1), Arc::new(Blob(blob.clone())))
+        .await
+        .unwrap();
+    let client = Transfer::bind(cfg(2), Arc::new(Blob(Arc::new(vec![]))))
+        .await
+        .unwrap();
+    let peer = NodeInfo {
+        id: server.node(),
+        addr: server.local_addr(),
+        topology: Topology::default(),
+    };
     let conn = client.connect(&peer).await.unwrap();
     let etag = hfmesh::etag::sha256(b"bench");
     let chunks = chunk_count(TOTAL as u64);
@@ -85,7 +95,9 @@ async fn stress_quic_throughput_by_request_size() {
                 next += u64::from(count);
                 inflight.push(async move {
                     let mut bytes = 0usize;
-                    conn.chunks(&etag, first, count, |_, b| bytes += b.len()).await.unwrap();
+                    conn.chunks(&etag, first, count, |_, b| bytes += b.len())
+                        .await
+                        .unwrap();
                     bytes
                 });
             }
@@ -96,7 +108,10 @@ async fn stress_quic_throughput_by_request_size() {
         }
         assert_eq!(received, TOTAL);
         let mbps = TOTAL as f64 / start.elapsed().as_secs_f64() / 1e6;
-        println!("| {per_request} | {} MiB | {mbps:.0} |", per_request * CHUNK_SIZE >> 20);
+        println!(
+            "| {per_request} | {} MiB | {mbps:.0} |",
+            (per_request * CHUNK_SIZE) >> 20
+        );
     }
     client.shutdown().await;
     server.shutdown().await;

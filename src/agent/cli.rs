@@ -90,6 +90,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let cfg_bootstrap = args.bootstrap.clone();
     let cfg = NodeConfig {
         cache_dir,
         state_dir,
@@ -115,6 +116,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         node.p2p_addr(),
         node.transfer.local_addr()
     );
+    if !cfg_bootstrap.is_empty() {
+        wait_for_peers(&node, JOIN_WAIT).await;
+    }
     for what in &preload {
         match node.pull(what, Arc::new(crate::progress::Silent)).await {
             Ok(r) => println!("ready {what} {}", r.snapshot_dir.display()),
@@ -125,6 +129,23 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())
+}
+
+/// Longest wait at start for the first peers, so the preload finds their manifests.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until discovery knows at least one peer, or `limit` passes (then pulls go on alone:
+/// the Hub is always a fallback).
+async fn wait_for_peers(node: &Node, limit: Duration) {
+    use crate::discovery::Discovery;
+    let deadline = tokio::time::Instant::now() + limit;
+    while node.discovery.peers().await.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("no peer found within {limit:?}; pulling without them for now");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -155,7 +155,7 @@ impl LocalStore {
         );
         let bytes = postcard::to_stdvec(&signed).map_err(io::Error::other)?;
         let dir = self.manifest_dir();
-        fsutil::write_atomic(&dir.join("tmp"), &dir.join(name), &bytes)?;
+        fsutil::write_atomic(&self.state_dir.join("tmp"), &dir.join(name), &bytes)?;
         self.register_snapshot(manifest, signed);
         Ok(())
     }
