@@ -101,55 +101,57 @@ async fn four_nodes_pull_from_the_one_holder_with_zero_bytes_from_the_hub() {
     holder.shutdown().await;
 }
 
-/// Serves through the store but flips a byte of every chunk.
-struct Corrupting(Arc<LocalStore>);
+/// Serves through the store, but misbehaves as a test asks: flips a byte of every chunk, or
+/// answers each chunk only after a delay (so a test can kill it mid-transfer).
+struct Misbehaving {
+    store: Arc<LocalStore>,
+    corrupt: bool,
+    delay: Duration,
+}
 
-impl ChunkSource for Corrupting {
-    fn manifest(
-        &self,
-        k: RepoKind,
-        r: &hfmesh::repo::RepoId,
-        c: &hfmesh::repo::CommitId,
-    ) -> Option<hfmesh::manifest::SignedManifest> {
-        self.0.manifest(k, r, c)
+impl Misbehaving {
+    fn corrupt(store: Arc<LocalStore>) -> Arc<dyn ChunkSource> {
+        Arc::new(Misbehaving {
+            store,
+            corrupt: true,
+            delay: Duration::ZERO,
+        })
     }
-    fn have(&self, etag: &hfmesh::etag::Etag) -> Option<hfmesh::store::Bitmap> {
-        self.0.have(etag)
-    }
-    fn read_chunk(
-        &self,
-        etag: &hfmesh::etag::Etag,
-        index: u64,
-    ) -> std::io::Result<Option<Vec<u8>>> {
-        Ok(self.0.read_chunk(etag, index)?.map(|mut d| {
-            d[0] ^= 0xff;
-            d
-        }))
+
+    fn slow(store: Arc<LocalStore>) -> Arc<dyn ChunkSource> {
+        Arc::new(Misbehaving {
+            store,
+            corrupt: false,
+            delay: Duration::from_millis(150),
+        })
     }
 }
 
-/// Serves through the store, slowly (so a test can kill it mid-transfer).
-struct Slow(Arc<LocalStore>);
-
-impl ChunkSource for Slow {
+impl ChunkSource for Misbehaving {
     fn manifest(
         &self,
         k: RepoKind,
         r: &hfmesh::repo::RepoId,
         c: &hfmesh::repo::CommitId,
     ) -> Option<hfmesh::manifest::SignedManifest> {
-        self.0.manifest(k, r, c)
+        self.store.manifest(k, r, c)
     }
     fn have(&self, etag: &hfmesh::etag::Etag) -> Option<hfmesh::store::Bitmap> {
-        self.0.have(etag)
+        self.store.have(etag)
     }
     fn read_chunk(
         &self,
         etag: &hfmesh::etag::Etag,
         index: u64,
     ) -> std::io::Result<Option<Vec<u8>>> {
-        std::thread::sleep(Duration::from_millis(150));
-        self.0.read_chunk(etag, index)
+        std::thread::sleep(self.delay);
+        let corrupt = self.corrupt;
+        Ok(self.store.read_chunk(etag, index)?.map(|mut d| {
+            if corrupt {
+                d[0] ^= 0xff;
+            }
+            d
+        }))
     }
 }
 
@@ -163,7 +165,7 @@ async fn a_node_serving_corrupt_chunks_is_detected_and_avoided() {
     let first = honest.pull(&medium(), silent()).await.unwrap();
     let liar = Node::start_with(
         node_config(dir.path(), &hub.url(), 2, "near", vec![honest.p2p_addr()]),
-        |s| Arc::new(Corrupting(s)),
+        Misbehaving::corrupt,
     )
     .await
     .unwrap();
@@ -213,9 +215,10 @@ fn first_blob(snapshot: &std::path::Path) -> String {
 async fn the_only_holder_killed_mid_transfer_and_the_pull_completes_from_the_hub() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let holder = Node::start_with(node_config(dir.path(), &hub.url(), 1, "r1", vec![]), |s| {
-        Arc::new(Slow(s))
-    })
+    let holder = Node::start_with(
+        node_config(dir.path(), &hub.url(), 1, "r1", vec![]),
+        Misbehaving::slow,
+    )
     .await
     .unwrap();
     let first = holder.pull(&medium(), silent()).await.unwrap();

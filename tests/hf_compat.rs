@@ -78,22 +78,7 @@ async fn check_cases(cases: &[Case]) {
         if let Some(t) = c.token {
             args.extend(["--token", t]);
         }
-        let out = tokio::task::spawn_blocking({
-            let (url, ours, args) = (
-                url.clone(),
-                ours.clone(),
-                args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            );
-            move || {
-                pull_cli(
-                    &url,
-                    &ours,
-                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
-                )
-            }
-        })
-        .await
-        .unwrap();
+        let out = pull_cli_async(&url, &ours, &args).await;
         assert!(
             out.status.success(),
             "hfmesh pull {spec}: {}",
@@ -225,14 +210,10 @@ async fn huggingface_hub_and_hfmesh_fill_one_cache_at_the_same_time() {
     let work = tempfile::tempdir().unwrap();
     let (cache, home) = (work.path().join("hub"), work.path().join("home"));
     let cache_s = cache.to_string_lossy().to_string();
-    let ours = tokio::task::spawn_blocking({
-        let (url, cache) = (url.clone(), cache.clone());
-        move || pull_cli(&url, &cache, &["acme/medium"])
-    });
+    let ours = pull_cli_async(&url, &cache, &["acme/medium"]);
     let py_args = ["download", "acme/medium", "--cache-dir", &cache_s];
     let theirs = run_python(&home, &url, &py_args);
     let (ours, theirs) = tokio::join!(ours, theirs);
-    let ours = ours.unwrap();
     assert!(
         ours.status.success(),
         "{}",

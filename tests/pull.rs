@@ -40,12 +40,7 @@ async fn pull_model(
 async fn pull_writes_the_huggingface_tree_and_prints_the_snapshot_last() {
     let (_root, hub) = start_hub().await;
     let cache = tempfile::tempdir().unwrap();
-    let out = tokio::task::spawn_blocking({
-        let (url, cache) = (hub.url(), cache.path().to_path_buf());
-        move || pull_cli(&url, &cache, &["acme/example"])
-    })
-    .await
-    .unwrap();
+    let out = pull_cli_async(&hub.url(), cache.path(), &["acme/example"]).await;
     assert!(
         out.status.success(),
         "stderr: {}",
@@ -371,12 +366,7 @@ async fn failures_exit_non_zero_with_one_clear_line() {
     ];
     for (args, expected) in cases {
         let cache = tempfile::tempdir().unwrap();
-        let out = tokio::task::spawn_blocking({
-            let (url, cache, args) = (url.clone(), cache.path().to_path_buf(), args.clone());
-            move || pull_cli(&url, &cache, &args)
-        })
-        .await
-        .unwrap();
+        let out = pull_cli_async(&url, cache.path(), &args).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} should fail");
         assert_eq!(
@@ -392,12 +382,7 @@ async fn failures_exit_non_zero_with_one_clear_line() {
     }
     let cache = tempfile::tempdir().unwrap();
     for repo in ["acme/gated", "acme/private"] {
-        let out = tokio::task::spawn_blocking({
-            let (url, cache) = (url.clone(), cache.path().to_path_buf());
-            move || pull_cli(&url, &cache, &[repo, "--token", GOOD_TOKEN])
-        })
-        .await
-        .unwrap();
+        let out = pull_cli_async(&url, cache.path(), &[repo, "--token", GOOD_TOKEN]).await;
         assert!(
             out.status.success(),
             "{repo} with a good token: {}",

@@ -128,6 +128,18 @@ pub fn pull_cli(endpoint: &str, cache: &Path, args: &[&str]) -> Output {
         .expect("hfmesh runs")
 }
 
+/// [`pull_cli`] on the blocking pool, for async tests.
+pub async fn pull_cli_async(endpoint: &str, cache: &Path, args: &[&str]) -> Output {
+    let (endpoint, cache) = (endpoint.to_string(), cache.to_path_buf());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pull_cli(&endpoint, &cache, &args)
+    })
+    .await
+    .expect("the pull task ran")
+}
+
 /// The last line of a command's stdout.
 pub fn last_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout)
