@@ -37,3 +37,5 @@ pub mod store;
 pub mod transfer;
 /// The peer-to-peer wire protocol: messages, framing and size limits. Pure.
 pub mod wire;
+/// The agent's configuration: file, environment, flags, resolved once.
+pub mod config;

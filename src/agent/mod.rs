@@ -3,6 +3,8 @@
 
 /// `hfmesh agent`.
 pub mod cli;
+/// The daemon: node, control API, metrics, preload, shutdown.
+pub mod daemon;
 /// The composition root.
 pub mod node;
 
