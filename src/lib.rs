@@ -9,6 +9,8 @@ pub mod agent;
 pub mod cache;
 /// The command line: argument parsing and the commands.
 pub mod cli;
+/// The agent's configuration: file, environment, flags, resolved once.
+pub mod config;
 /// Who holds what: the `Discovery` trait, its in-memory and libp2p Kademlia implementations.
 pub mod discovery;
 /// HF-compatible Hub emulator with fault injection, for tests and simulations.
@@ -37,5 +39,3 @@ pub mod store;
 pub mod transfer;
 /// The peer-to-peer wire protocol: messages, framing and size limits. Pure.
 pub mod wire;
-/// The agent's configuration: file, environment, flags, resolved once.
-pub mod config;

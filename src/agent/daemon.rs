@@ -1,10 +1,319 @@
-//! The agent daemon: start the node, serve the control API and metrics, preload, and shut down
-//! in order on SIGTERM.
+//! The agent daemon: start the node, serve the control API (HTTP + JSON on a unix socket,
+//! versioned under `/v1`) and the metrics endpoint (TCP: `/metrics`, `/healthz`, `/readyz`),
+//! preload the configured snapshots (each retried with backoff, none blocking the others), and
+//! shut down in order on SIGTERM.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::control;
+use super::metrics::{Gauges, Metrics};
+use super::Node;
 use crate::config::Config;
+use crate::mesh::MeshReport;
+use crate::repo::RepoRef;
 
-/// Runs the agent until SIGINT/SIGTERM.
+/// Backoff of a failing preload: first wait, doubling up to [`PRELOAD_MAX_BACKOFF`].
+const PRELOAD_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest wait between two tries of a failing preload.
+const PRELOAD_MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest wait at start for the first peers, so the preload finds their manifests.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+type SharedPull = Shared<BoxFuture<'static, Result<MeshReport, String>>>;
+
+/// Where each preloaded snapshot stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PreloadState {
+    /// `org/name:rev` (datasets prefixed with `dataset `).
+    pub what: String,
+    /// `pending`, `ready` or `retrying`.
+    pub state: &'static str,
+    /// Tries so far.
+    pub attempts: u32,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A running agent.
+pub struct Daemon {
+    /// The node.
+    pub node: Node,
+    /// Metrics not kept by the node itself.
+    pub metrics: Metrics,
+    /// The configuration it runs with.
+    pub config: Config,
+    preload: Mutex<Vec<PreloadState>>,
+    inflight: Mutex<HashMap<String, SharedPull>>,
+    started: Instant,
+    metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Daemon {
+    /// Starts the node, the control API, the metrics endpoint and the preload.
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        let node = Node::start(config.node.clone()).await?;
+        let preload = config
+            .preload
+            .iter()
+            .map(|r| PreloadState {
+                what: r.to_string(),
+                state: "pending",
+                attempts: 0,
+                last_error: None,
+            })
+            .collect();
+        let daemon = Arc::new(Daemon {
+            node,
+            metrics: Metrics::default(),
+            config,
+            preload: Mutex::new(preload),
+            inflight: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            metrics_addr: std::sync::OnceLock::new(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        control::serve_control(daemon.clone()).await?;
+        if let Some(addr) = daemon.config.metrics_listen {
+            let bound = control::serve_metrics(daemon.clone(), addr).await?;
+            let _ = daemon.metrics_addr.set(bound);
+        }
+        let d = daemon.clone();
+        daemon.tasks.spawn(async move { d.run_preload().await });
+        Ok(daemon)
+    }
+
+    /// Runs until SIGINT/SIGTERM, then shuts down.
+    pub async fn run(config: Config) -> anyhow::Result<()> {
+        let daemon = Daemon::start(config).await?;
+        let n = &daemon.node;
+        println!(
+            "hfmesh agent {} p2p={} quic={} control={}",
+            n.id(),
+            n.p2p_addr(),
+            n.transfer.local_addr(),
+            daemon.config.control_socket.display()
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        daemon.shutdown().await;
+        Ok(())
+    }
+
+    /// Stops accepting control requests and preloads, then stops the node (draining uploads);
+    /// interrupted pulls resume from their chunk records at the next start.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.node.shutdown().await;
+        let _ = std::fs::remove_file(&self.config.control_socket);
+    }
+
+    /// Cancelled when the daemon stops.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Tracks a background task so shutdown waits for it.
+    pub fn track<F: std::future::Future<Output = ()> + Send + 'static>(&self, fut: F) {
+        self.tasks.spawn(fut);
+    }
+
+    /// The address the metrics endpoint listens on, when it is on.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr.get().copied()
+    }
+
+    /// Whether every preloaded snapshot is present.
+    pub fn ready(&self) -> bool {
+        self.preload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .all(|p| p.state == "ready")
+    }
+
+    /// The preload list and where each stands.
+    pub fn preload_states(&self) -> Vec<PreloadState> {
+        self.preload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull.
+    pub async fn pull(self: &Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+        let key = what.to_string();
+        let shared = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let me = self.clone();
+                    async move { me.pull_once(what).await }.boxed().shared()
+                })
+                .clone()
+        };
+        let result = shared.await;
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        result
+    }
+
+    async fn pull_once(self: Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+        self.metrics.pulls_in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = self
+            .node
+            .pull(&what, Arc::new(crate::progress::Silent))
+            .await;
+        self.metrics.pulls_in_flight.fetch_sub(1, Ordering::Relaxed);
+        let (peers, hub) = result
+            .as_ref()
+            .map_or((0, 0), |r| (r.bytes_from_peers, r.bytes_from_hub));
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.pull_done(
+            &what.kind.to_string(),
+            what.id.as_str(),
+            peers,
+            hub,
+            secs,
+            result.is_ok(),
+        );
+        result.map_err(|e| format!("{e:#}"))
+    }
+
+    async fn run_preload(self: Arc<Self>) {
+        if self.config.preload.is_empty() {
+            return;
+        }
+        if !self.config.node.bootstrap.is_empty() {
+            self.wait_for_peers().await;
+        }
+        let jobs: Vec<_> = self
+            .config
+            .preload
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, what)| self.clone().preload_one(i, what))
+            .collect();
+        futures_util::future::join_all(jobs).await;
+    }
+
+    async fn preload_one(self: Arc<Self>, index: usize, what: RepoRef) {
+        let mut wait = PRELOAD_BACKOFF;
+        loop {
+            let result = tokio::select! {
+                r = self.pull(what.clone()) => r,
+                _ = self.stop.cancelled() => return,
+            };
+            let done = {
+                let mut states = self.preload.lock().unwrap_or_else(|e| e.into_inner());
+                let s = &mut states[index];
+                s.attempts += 1;
+                match result {
+                    Ok(r) => {
+                        s.state = "ready";
+                        s.last_error = None;
+                        println!("ready {what} {}", r.snapshot_dir.display());
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(%what, error = %e, retry_in = ?wait, "preload failed");
+                        s.state = "retrying";
+                        s.last_error = Some(e);
+                        false
+                    }
+                }
+            };
+            if done {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            wait = (wait * 2).min(PRELOAD_MAX_BACKOFF);
+        }
+    }
+
+    async fn wait_for_peers(&self) {
+        use crate::discovery::Discovery;
+        let deadline = Instant::now() + JOIN_WAIT;
+        while self.node.discovery.peers().await.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads the values of the gauges now.
+    pub async fn gauges(&self) -> Gauges {
+        use crate::discovery::Discovery;
+        let counters = &self.node.mesh.counters;
+        let stats = self.node.transfer.stats();
+        let cache_dir = self.config.node.cache_dir.clone();
+        let cache_bytes = tokio::task::spawn_blocking(move || blob_bytes(&cache_dir))
+            .await
+            .unwrap_or(0);
+        Gauges {
+            bytes_from_peers: counters.bytes_from_peers.load(Ordering::Relaxed),
+            bytes_from_hub: counters.bytes_from_hub.load(Ordering::Relaxed),
+            bytes_served: stats.iter().map(|s| s.bytes_sent).sum(),
+            bytes_received: stats.iter().map(|s| s.bytes_received).sum(),
+            bad_chunks: counters.bad_chunks.load(Ordering::Relaxed),
+            peers: self.node.discovery.peers().await.len() as u64,
+            cache_bytes,
+            snapshots: self.node.mesh.store.snapshots().len() as u64,
+            ready: self.ready(),
+        }
+    }
+}
+
+/// Bytes of every blob under `<cache>/*/blobs/` (each file counted once).
+fn blob_bytes(cache: &std::path::Path) -> u64 {
+    let Ok(repos) = std::fs::read_dir(cache) else {
+        return 0;
+    };
+    repos
+        .flatten()
+        .map(|r| r.path().join("blobs"))
+        .filter_map(|b| std::fs::read_dir(b).ok())
+        .flat_map(|d| d.flatten())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs the agent with `cfg` until SIGINT/SIGTERM (the `hfmesh agent` entry point).
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let _ = cfg;
-    anyhow::bail!("the daemon is being built")
+    Daemon::run(cfg).await
 }

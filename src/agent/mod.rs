@@ -3,8 +3,12 @@
 
 /// `hfmesh agent`.
 pub mod cli;
+/// The control API (unix socket) and the metrics endpoint.
+pub mod control;
 /// The daemon: node, control API, metrics, preload, shutdown.
 pub mod daemon;
+/// Prometheus metrics.
+pub mod metrics;
 /// The composition root.
 pub mod node;
 

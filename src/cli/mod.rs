@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+/// Ops commands over the agent's control API.
+pub mod ops;
 /// `hfmesh pull`.
 pub mod pull;
 
@@ -21,6 +23,23 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Run the agent: serve this host's cache to the cluster and pull through the mesh.
     Agent(crate::agent::cli::AgentArgs),
+    /// Show the local agent's state.
+    Status(ops::OpsArgs),
+    /// List the peers the local agent knows, with topology, RTT and bytes each way.
+    Peers(ops::OpsArgs),
+    /// List the snapshots the local agent holds and serves.
+    Holdings(ops::OpsArgs),
+    /// Ask the DHT which nodes hold a snapshot.
+    WhoHas {
+        /// `org/name[:rev]`.
+        #[arg(value_name = "REPO[:REV]")]
+        repo: String,
+        /// The repository is a dataset.
+        #[arg(long)]
+        dataset: bool,
+        #[command(flatten)]
+        ops: ops::OpsArgs,
+    },
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -39,6 +58,14 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Pull(args) => pull::run(args).await,
+            Command::Status(args) => ops::status(&args).await,
+            Command::Peers(args) => ops::peers(&args).await,
+            Command::Holdings(args) => ops::holdings(&args).await,
+            Command::WhoHas {
+                repo,
+                dataset,
+                ops: args,
+            } => ops::who_has(&args, &repo, dataset).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }

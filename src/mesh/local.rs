@@ -182,6 +182,13 @@ impl LocalStore {
         self.changed.notify_one();
     }
 
+    /// The complete snapshots held here.
+    pub fn snapshots(&self) -> Vec<SnapshotId> {
+        let mut v: Vec<SnapshotId> = self.lock().snapshots.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// The signed manifest of a complete snapshot held here.
     pub fn manifest(
         &self,

@@ -1,0 +1,216 @@
+//! Prometheus metrics, rendered by hand in the text exposition format (version 0.0.4): what a
+//! node pulled from peers and from the Hub per snapshot, what it served, verification failures,
+//! peers, pulls in flight and their durations, and cache usage.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Per-snapshot and per-outcome counters that the pull path does not keep itself.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Pulls running now.
+    pub pulls_in_flight: AtomicU64,
+    pulls: Mutex<PullStats>,
+}
+
+#[derive(Debug, Default)]
+struct PullStats {
+    /// (kind, repo) → (bytes from peers, bytes from the Hub).
+    by_snapshot: BTreeMap<(String, String), (u64, u64)>,
+    /// outcome → (count, total seconds).
+    durations: BTreeMap<&'static str, (u64, f64)>,
+}
+
+/// Values read at scrape time from the node.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// File bytes received from peers (verified), all pulls.
+    pub bytes_from_peers: u64,
+    /// File bytes received from the Hub, all pulls.
+    pub bytes_from_hub: u64,
+    /// Protocol bytes sent to peers (chunks served).
+    pub bytes_served: u64,
+    /// Protocol bytes received from peers.
+    pub bytes_received: u64,
+    /// Chunks from peers that failed verification.
+    pub bad_chunks: u64,
+    /// Peers known to discovery.
+    pub peers: u64,
+    /// Bytes of the cache tree's blobs.
+    pub cache_bytes: u64,
+    /// Snapshots held.
+    pub snapshots: u64,
+    /// Whether the preload is complete.
+    pub ready: bool,
+}
+
+impl Metrics {
+    /// Records a finished pull of `repo` (of `kind`) that took `seconds`.
+    pub fn pull_done(
+        &self,
+        kind: &str,
+        repo: &str,
+        from_peers: u64,
+        from_hub: u64,
+        seconds: f64,
+        ok: bool,
+    ) {
+        let mut p = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        let e = p
+            .by_snapshot
+            .entry((kind.to_string(), repo.to_string()))
+            .or_default();
+        e.0 += from_peers;
+        e.1 += from_hub;
+        let d = p
+            .durations
+            .entry(if ok { "ok" } else { "error" })
+            .or_default();
+        d.0 += 1;
+        d.1 += seconds;
+    }
+
+    /// The exposition text.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v.to_string())];
+        metric(
+            "hfmesh_bytes_from_peers_total",
+            "counter",
+            "File bytes received from peers, verified.",
+            &one(g.bytes_from_peers),
+        );
+        metric(
+            "hfmesh_bytes_from_hub_total",
+            "counter",
+            "File bytes received from the Hub.",
+            &one(g.bytes_from_hub),
+        );
+        metric(
+            "hfmesh_bytes_served_total",
+            "counter",
+            "Protocol bytes sent to peers.",
+            &one(g.bytes_served),
+        );
+        metric(
+            "hfmesh_bytes_received_total",
+            "counter",
+            "Protocol bytes received from peers.",
+            &one(g.bytes_received),
+        );
+        metric(
+            "hfmesh_chunk_verification_failures_total",
+            "counter",
+            "Chunks from peers that failed BLAKE3 verification.",
+            &one(g.bad_chunks),
+        );
+        metric(
+            "hfmesh_peers",
+            "gauge",
+            "Peers known to discovery.",
+            &one(g.peers),
+        );
+        metric(
+            "hfmesh_cache_bytes",
+            "gauge",
+            "Bytes of blobs in the cache tree.",
+            &one(g.cache_bytes),
+        );
+        metric(
+            "hfmesh_snapshots",
+            "gauge",
+            "Complete snapshots held and served.",
+            &one(g.snapshots),
+        );
+        metric(
+            "hfmesh_ready",
+            "gauge",
+            "1 when every preloaded snapshot is present.",
+            &one(u64::from(g.ready)),
+        );
+        metric(
+            "hfmesh_pulls_in_flight",
+            "gauge",
+            "Pulls running now.",
+            &one(self.pulls_in_flight.load(Ordering::Relaxed)),
+        );
+        let p = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_source = Vec::new();
+        for ((kind, repo), (peers, hub)) in &p.by_snapshot {
+            for (source, v) in [("peers", peers), ("hub", hub)] {
+                let labels = format!(
+                    "{{kind=\"{}\",repo=\"{}\",source=\"{source}\"}}",
+                    escape(kind),
+                    escape(repo)
+                );
+                by_source.push((labels, v.to_string()));
+            }
+        }
+        metric(
+            "hfmesh_snapshot_bytes_total",
+            "counter",
+            "File bytes pulled per snapshot and source.",
+            &by_source,
+        );
+        let mut sums = Vec::new();
+        let mut counts = Vec::new();
+        for (outcome, (count, secs)) in &p.durations {
+            sums.push((format!("{{outcome=\"{outcome}\"}}"), format!("{secs:.6}")));
+            counts.push((format!("{{outcome=\"{outcome}\"}}"), count.to_string()));
+        }
+        metric(
+            "hfmesh_pull_duration_seconds_sum",
+            "counter",
+            "Total seconds spent in pulls, by outcome.",
+            &sums,
+        );
+        metric(
+            "hfmesh_pull_duration_seconds_count",
+            "counter",
+            "Pulls finished, by outcome.",
+            &counts,
+        );
+        out
+    }
+}
+
+/// Escapes a label value (`\`, `"`, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_labels() {
+        let m = Metrics::default();
+        m.pull_done("model", "acme/x", 10, 5, 1.5, true);
+        let text = m.render(&Gauges {
+            bytes_from_peers: 10,
+            ready: true,
+            ..Gauges::default()
+        });
+        assert!(text.contains(
+            "# TYPE hfmesh_bytes_from_peers_total counter\nhfmesh_bytes_from_peers_total 10\n"
+        ));
+        assert!(text.contains(
+            "hfmesh_snapshot_bytes_total{kind=\"model\",repo=\"acme/x\",source=\"hub\"} 5\n"
+        ));
+        assert!(text.contains("hfmesh_pull_duration_seconds_count{outcome=\"ok\"} 1\n"));
+        assert!(text.contains("hfmesh_ready 1\n"));
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
