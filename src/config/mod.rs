@@ -1,12 +1,32 @@
 //! The agent's configuration: a TOML file, `HFMESH_*` environment variables and flags, plus the
 //! Hugging Face (`HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`) and RunPod
 //! (`RUNPOD_HUGGINGFACE_*`) conventions, resolved once into one validated [`Config`].
+//!
+//! Two stages: the raw layers ([`Flags`], [`FileConfig`]) are parsed without I/O, then
+//! [`Config::resolve`] applies precedence (flag or `HFMESH_*` variable > file > `HF_*` /
+//! `RUNPOD_*` conventions > defaults), validates, and does the little I/O needed (secret and
+//! token files, the node key). Every key is documented in `docs/configuration.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::agent::NodeConfig;
 use crate::repo::RepoRef;
+
+/// [`ConfigError`]: one variant per mistake, one sentence each.
+pub mod error;
+/// The config file's raw layer.
+pub mod file;
+/// The flags' raw layer.
+pub mod flags;
+/// Precedence, validation and defaults.
+pub mod resolve;
+/// Sizes and durations.
+pub mod units;
+
+pub use error::ConfigError;
+pub use file::{FileConfig, DEFAULT_CONFIG_PATH};
+pub use flags::Flags;
 
 /// Disk quota of the cache tree and its eviction watermarks.
 #[derive(Debug, Clone, PartialEq)]
