@@ -36,6 +36,13 @@ pub struct PullArgs {
     /// Print a JSON report instead of the bare snapshot path (still the last line).
     #[arg(long)]
     pub json: bool,
+    /// The local agent's control socket; when an agent answers there, the pull goes through it
+    /// (and so through the mesh) [default: HF_HOME/hfmesh/agent.sock].
+    #[arg(long, env = "HFMESH_CONTROL_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Never use the local agent: pull straight from the Hub.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// Runs `hfmesh pull`.
@@ -47,6 +54,15 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let what = RepoRef::parse(&args.repo, kind)?;
     let env = |k: &str| std::env::var(k).ok();
+    if !args.standalone {
+        let socket = args
+            .socket
+            .clone()
+            .unwrap_or_else(|| crate::cache::layout::hf_home(&env).join("hfmesh").join("agent.sock"));
+        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+            return through_agent(&socket, &args, &what).await;
+        }
+    }
     let cfg = HubConfig::resolve(args.endpoint.as_deref(), args.token.as_deref(), &env)?;
     let cache_root = crate::cache::resolve_cache_dir(args.cache_dir.as_deref(), &env);
     let client = HubClient::new(cfg).context("cannot set up the HTTP client")?;
@@ -56,6 +72,24 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let progress = crate::progress::for_stderr(args.quiet);
     let report = pull(&client, &cache_root, &what, &opts, progress).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.snapshot_dir.display());
+    }
+    Ok(())
+}
+
+/// Asks the local agent to pull (through the mesh) and waits for it.
+async fn through_agent(socket: &std::path::Path, args: &PullArgs, what: &RepoRef) -> anyhow::Result<()> {
+    if !args.quiet {
+        eprintln!("{what}: pulling through the local agent at {}", socket.display());
+    }
+    let body = serde_json::to_string(&crate::agent::control::PullRequest {
+        repo: format!("{}:{}", what.id, what.revision),
+        dataset: what.kind == RepoKind::Dataset,
+    })?;
+    let report: crate::mesh::MeshReport = crate::cli::ops::call(socket, "POST", "/v1/pull", Some(body)).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -94,7 +94,7 @@ pub struct MeshCounters {
 }
 
 /// What a mesh pull did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct MeshReport {
     /// `.../snapshots/<commit>`.
     pub snapshot_dir: PathBuf,
