@@ -24,7 +24,15 @@ impl Agent {
         let root = dir.join(format!("agent{n}"));
         let socket = root.join("agent.sock");
         let mut child = hfmesh(&root.join("home"))
-            .args(["agent", "--endpoint", hub, "--p2p-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+            .args([
+                "agent",
+                "--endpoint",
+                hub,
+                "--p2p-listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--metrics-listen", "off", "--rack", "r1", "--zone", "z1"])
             .arg("--cache-dir")
             .arg(root.join("hub"))
@@ -33,7 +41,10 @@ impl Agent {
             .arg("--control-socket")
             .arg(&socket)
             .args(extra)
-            .env("HFMESH_CLUSTER_SECRET", std::str::from_utf8(SECRET).unwrap())
+            .env(
+                "HFMESH_CLUSTER_SECRET",
+                std::str::from_utf8(SECRET).unwrap(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -45,15 +56,29 @@ impl Agent {
                 let _ = tx.send(line);
             }
         });
-        let first = lines.recv_timeout(Duration::from_secs(30)).expect("the agent prints its addresses");
-        let p2p = first.split_whitespace().find_map(|w| w.strip_prefix("p2p=")).expect("p2p= in the first line").to_string();
-        Agent { child, lines, socket, p2p }
+        let first = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the agent prints its addresses");
+        let p2p = first
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("p2p="))
+            .expect("p2p= in the first line")
+            .to_string();
+        Agent {
+            child,
+            lines,
+            socket,
+            p2p,
+        }
     }
 
     /// Waits for a stdout line that starts with `prefix`.
     fn wait_line(&self, prefix: &str) -> String {
         loop {
-            let line = self.lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no `{prefix}` line"));
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no `{prefix}` line"));
             if line.starts_with(prefix) {
                 return line;
             }
@@ -61,17 +86,42 @@ impl Agent {
     }
 
     fn ops(&self, args: &[&str]) -> serde_json::Value {
-        let out = hfmesh(&self.socket.with_extension("home")).args(args).arg("--socket").arg(&self.socket).arg("--json").output().unwrap();
-        assert!(out.status.success(), "hfmesh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = hfmesh(&self.socket.with_extension("home"))
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "hfmesh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    fn stop(mut self) {
+    fn stop(&mut self) {
         let pid = self.child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "the agent exits cleanly on SIGTERM: {status}");
+        assert!(
+            status.success(),
+            "the agent exits cleanly on SIGTERM: {status}"
+        );
         assert!(!self.socket.exists(), "the control socket is removed");
+    }
+}
+
+impl Drop for Agent {
+    /// A failing test never leaves an agent running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -86,7 +136,6 @@ async fn two_agents_driven_only_through_the_cli() {
             let a = Agent::start(&dir, 1, &url, &["--model", "acme/example"]);
             a.wait_line("ready acme/example");
             let b = Agent::start(&dir, 2, &url, &["--bootstrap", &a.p2p.clone()]);
-            b.wait_line("hfmesh agent");
             // Wait (bounded) until the second agent sees the holder in the DHT.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             loop {
@@ -94,7 +143,10 @@ async fn two_agents_driven_only_through_the_cli() {
                 if !who["providers"].as_array().unwrap().is_empty() {
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "who-has never found the holder");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "who-has never found the holder"
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
             let served = emulator_bytes_served(&url);
@@ -103,25 +155,51 @@ async fn two_agents_driven_only_through_the_cli() {
                 .arg(&b.socket)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             (a, b, served, last_line(&out))
         }
     })
     .await
     .unwrap();
-    assert!(pulled.contains("agent2/hub/models--acme--example/snapshots/"), "{pulled}");
-    assert_eq!(hub.stats().bytes_served, served, "the pull through agent 2 took nothing from the emulator");
+    assert!(
+        pulled.contains("agent2/hub/models--acme--example/snapshots/"),
+        "{pulled}"
+    );
+    assert_eq!(
+        hub.stats().bytes_served,
+        served,
+        "the pull through agent 2 took nothing from the emulator"
+    );
 
     let status = b.ops(&["status"]);
     assert_eq!(status["snapshots"], 1);
     assert_eq!(status["bytes_from_hub"], 0);
     let a_status = a.ops(&["status"]);
     let peers = b.ops(&["peers"]);
-    assert!(peers.as_array().unwrap().iter().any(|p| p["id"] == a_status["id"] && p["zone"] == "z1"), "{peers}");
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == a_status["id"] && p["zone"] == "z1"),
+        "{peers}"
+    );
     let who = b.ops(&["who-has", "acme/example"]);
-    assert!(who["providers"].as_array().unwrap().iter().any(|p| p["id"] == a_status["id"]), "{who}");
+    assert!(
+        who["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == a_status["id"]),
+        "{who}"
+    );
     let held = b.ops(&["holdings"]);
     assert_eq!(held[0]["repo"], "acme/example");
+    let (mut a, mut b) = (a, b);
     tokio::task::spawn_blocking(move || {
         b.stop();
         a.stop();
@@ -132,9 +210,17 @@ async fn two_agents_driven_only_through_the_cli() {
 
 /// `bytes_served` of the emulator, read over HTTP (`/_emulator/stats`) from a blocking context.
 fn emulator_bytes_served(url: &str) -> u64 {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let text = reqwest::get(format!("{url}/_emulator/stats")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{url}/_emulator/stats"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["bytes_served"].as_u64().unwrap()
     })

@@ -55,10 +55,11 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let what = RepoRef::parse(&args.repo, kind)?;
     let env = |k: &str| std::env::var(k).ok();
     if !args.standalone {
-        let socket = args
-            .socket
-            .clone()
-            .unwrap_or_else(|| crate::cache::layout::hf_home(&env).join("hfmesh").join("agent.sock"));
+        let socket = args.socket.clone().unwrap_or_else(|| {
+            crate::cache::layout::hf_home(&env)
+                .join("hfmesh")
+                .join("agent.sock")
+        });
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             return through_agent(&socket, &args, &what).await;
         }
@@ -81,15 +82,23 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
 }
 
 /// Asks the local agent to pull (through the mesh) and waits for it.
-async fn through_agent(socket: &std::path::Path, args: &PullArgs, what: &RepoRef) -> anyhow::Result<()> {
+async fn through_agent(
+    socket: &std::path::Path,
+    args: &PullArgs,
+    what: &RepoRef,
+) -> anyhow::Result<()> {
     if !args.quiet {
-        eprintln!("{what}: pulling through the local agent at {}", socket.display());
+        eprintln!(
+            "{what}: pulling through the local agent at {}",
+            socket.display()
+        );
     }
     let body = serde_json::to_string(&crate::agent::control::PullRequest {
         repo: format!("{}:{}", what.id, what.revision),
         dataset: what.kind == RepoKind::Dataset,
     })?;
-    let report: crate::mesh::MeshReport = crate::cli::ops::call(socket, "POST", "/v1/pull", Some(body)).await?;
+    let report: crate::mesh::MeshReport =
+        crate::cli::ops::call(socket, "POST", "/v1/pull", Some(body)).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
