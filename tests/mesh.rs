@@ -80,6 +80,18 @@ fn silent() -> Arc<dyn hfmesh::progress::Progress> {
     Arc::new(hfmesh::progress::Silent)
 }
 
+/// The model `r` pulled is byte for byte the one `holder` has.
+fn same_model_as(holder: &Mesh, r: &hfmesh::mesh::MeshReport) {
+    let theirs = holder
+        .cache_root
+        .join("models--acme--medium/snapshots")
+        .join(r.commit.as_str());
+    same_file(
+        &theirs.join("model.safetensors"),
+        &r.snapshot_dir.join("model.safetensors"),
+    );
+}
+
 fn same_file(a: &std::path::Path, b: &std::path::Path) {
     let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     assert!(x == y, "{} and {} differ", a.display(), b.display());
@@ -131,14 +143,7 @@ async fn a_peer_serving_corrupt_chunks_is_caught_and_avoided() {
         "the corrupt chunk was detected"
     );
     assert_eq!(r.bytes_from_hub, 0);
-    same_file(
-        &honest
-            .cache_root
-            .join("models--acme--medium/snapshots")
-            .join(r.commit.as_str())
-            .join("model.safetensors"),
-        &r.snapshot_dir.join("model.safetensors"),
-    );
+    same_model_as(&honest, &r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,14 +167,7 @@ async fn the_only_holder_dies_mid_transfer_and_the_hub_supplies_the_rest() {
     );
     assert_eq!(r.bytes_from_peers + r.bytes_from_hub, MEDIUM_SIZE);
     assert_eq!(hub.stats().bytes_served, r.bytes_from_hub);
-    same_file(
-        &holder
-            .cache_root
-            .join("models--acme--medium/snapshots")
-            .join(r.commit.as_str())
-            .join("model.safetensors"),
-        &r.snapshot_dir.join("model.safetensors"),
-    );
+    same_model_as(&holder, &r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,6 +145,18 @@ pub struct ErrorReport {
     pub error: String,
 }
 
+/// Parses `org/name[:rev]` of a model (or a dataset).
+fn parse_ref(repo: &str, dataset: bool) -> Result<RepoRef, crate::repo::ParseError> {
+    RepoRef::parse(
+        repo,
+        if dataset {
+            RepoKind::Dataset
+        } else {
+            RepoKind::Model
+        },
+    )
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
@@ -303,15 +315,11 @@ struct WhoHasQuery {
 }
 
 async fn who_has(State(d): State<Arc<Daemon>>, Query(q): Query<WhoHasQuery>) -> Response {
-    let kind = if q.dataset {
-        RepoKind::Dataset
-    } else {
-        RepoKind::Model
-    };
-    let what = match RepoRef::parse(&q.repo, kind) {
+    let what = match parse_ref(&q.repo, q.dataset) {
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let kind = what.kind;
     let commit = match what.revision.as_commit() {
         Some(c) => c,
         None => match d
@@ -348,12 +356,7 @@ async fn who_has(State(d): State<Arc<Daemon>>, Query(q): Query<WhoHasQuery>) -> 
 }
 
 async fn pull(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Response {
-    let kind = if req.dataset {
-        RepoKind::Dataset
-    } else {
-        RepoKind::Model
-    };
-    let what = match RepoRef::parse(&req.repo, kind) {
+    let what = match parse_ref(&req.repo, req.dataset) {
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
