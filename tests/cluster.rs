@@ -268,21 +268,23 @@ async fn nodes_cold_starting_together_take_it_from_the_hub_about_once() {
     let first = Node::start(node_config(dir.path(), &hub.url(), 1, "r1", vec![]))
         .await
         .unwrap();
-    let mut nodes = vec![];
+    // Each node bootstraps from every node started before it, as operators list several
+    // bootstrap addresses, so the cluster's connections do not hinge on DHT query timing.
+    let mut bootstrap = vec![first.p2p_addr()];
+    let mut nodes = vec![first];
     for n in 2..=4 {
-        nodes.push(
-            Node::start(node_config(
-                dir.path(),
-                &hub.url(),
-                n,
-                "r1",
-                vec![first.p2p_addr()],
-            ))
-            .await
-            .unwrap(),
-        );
+        let node = Node::start(node_config(
+            dir.path(),
+            &hub.url(),
+            n,
+            "r1",
+            bootstrap.clone(),
+        ))
+        .await
+        .unwrap();
+        bootstrap.push(node.p2p_addr());
+        nodes.push(node);
     }
-    nodes.push(first);
     // Every node must see the others before the storm, as in a running cluster.
     for node in &nodes {
         let d = node.discovery.clone();
