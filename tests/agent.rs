@@ -33,35 +33,13 @@ fn config(
     }
 }
 
-/// Runs `hfmesh <args> --socket <sock> --json` and parses its stdout.
-fn ops(sock: &Path, args: &[&str]) -> serde_json::Value {
-    let out = hfmesh(&sock.with_extension("home"))
-        .args(args)
-        .arg("--socket")
-        .arg(sock)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hfmesh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "hfmesh {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 async fn ops_async(sock: &Path, args: &[&str]) -> serde_json::Value {
     let (sock, args): (std::path::PathBuf, Vec<String>) = (
         sock.to_path_buf(),
         args.iter().map(|s| s.to_string()).collect(),
     );
     tokio::task::spawn_blocking(move || {
-        ops(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        ops_json(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
     })
     .await
     .unwrap()

@@ -86,19 +86,7 @@ impl Agent {
     }
 
     fn ops(&self, args: &[&str]) -> serde_json::Value {
-        let out = hfmesh(&self.socket.with_extension("home"))
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hfmesh {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        ops_json(&self.socket, args)
     }
 
     fn stop(&mut self) {

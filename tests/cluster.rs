@@ -300,12 +300,7 @@ async fn nodes_cold_starting_together_take_it_from_the_hub_about_once() {
     let served = hub.stats().bytes_served;
     for r in &reports {
         let r = r.as_ref().unwrap();
-        assert_eq!(
-            std::fs::metadata(r.snapshot_dir.join("model.safetensors"))
-                .unwrap()
-                .len(),
-            MEDIUM_SIZE
-        );
+        assert_medium_model(&r.snapshot_dir);
     }
     let ratio = served as f64 / MEDIUM_SIZE as f64;
     println!("4 nodes cold-starting together took {ratio:.3} x the model from the emulator");

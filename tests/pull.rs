@@ -201,12 +201,7 @@ async fn a_large_file_arrives_in_parallel_ranges_from_the_cdn() {
         "160 MiB in 64 MiB ranges takes at least 3 requests, saw {cdn_gets}"
     );
     assert_eq!(stats.bytes_served, MEDIUM_SIZE, "each byte is fetched once");
-    assert_eq!(
-        fs::metadata(r.snapshot_dir.join("model.safetensors"))
-            .unwrap()
-            .len(),
-        MEDIUM_SIZE
-    );
+    assert_medium_model(&r.snapshot_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,12 +259,7 @@ async fn cut_connections_resume_from_the_last_byte() {
         served < MEDIUM_SIZE + (8 << 20),
         "resumed rather than restarted: {served} bytes served"
     );
-    assert_eq!(
-        fs::metadata(r.snapshot_dir.join("model.safetensors"))
-            .unwrap()
-            .len(),
-        MEDIUM_SIZE
-    );
+    assert_medium_model(&r.snapshot_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,3 +224,38 @@ pub async fn wait_for_provider(node: &hfmesh::agent::Node, key: hfmesh::discover
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs `hfmesh <args> --socket <sock> --json` against an agent and parses its stdout.
+pub fn ops_json(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let out = hfmesh(&sock.with_extension("home"))
+        .args(args)
+        .arg("--socket")
+        .arg(sock)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hfmesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "hfmesh {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Asserts that `snapshot` holds the whole `acme/medium` model file.
+pub fn assert_medium_model(snapshot: &Path) {
+    let len = std::fs::metadata(snapshot.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        len,
+        MEDIUM_SIZE,
+        "model.safetensors in {}",
+        snapshot.display()
+    );
+}
