@@ -3,59 +3,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use hfmesh::agent::daemon::Daemon;
-use hfmesh::config::Config;
 use hfmesh::repo::{RepoKind, RepoRef};
-
-fn config(
-    dir: &Path,
-    hub: &str,
-    n: u8,
-    bootstrap: Vec<std::net::SocketAddr>,
-    preload: &[&str],
-) -> Config {
-    let node = node_config(dir, hub, n, "r1", bootstrap);
-    Config {
-        control_socket: dir.join(format!("node{n}/agent.sock")),
-        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
-        preload: preload
-            .iter()
-            .map(|r| RepoRef::parse(r, RepoKind::Model).unwrap())
-            .collect(),
-        quota: None,
-        hf_user: None,
-        node,
-    }
-}
-
-async fn ops_async(sock: &Path, args: &[&str]) -> serde_json::Value {
-    let (sock, args): (std::path::PathBuf, Vec<String>) = (
-        sock.to_path_buf(),
-        args.iter().map(|s| s.to_string()).collect(),
-    );
-    tokio::task::spawn_blocking(move || {
-        ops_json(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap()
-}
-
-async fn wait_ready(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !d.ready() {
-        assert!(
-            Instant::now() < deadline,
-            "preload did not finish: {:?}",
-            d.preload_states()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Checks the Prometheus text exposition format line by line: HELP/TYPE comments, then samples
 /// `name{label="value",...} number` whose names were declared.
@@ -123,7 +76,7 @@ fn check_prometheus(text: &str) -> usize {
 async fn two_agents_through_the_control_api_the_ops_cli_and_metrics() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let a = Daemon::start(config(
+    let a = Daemon::start(agent_config(
         dir.path(),
         &hub.url(),
         1,
@@ -147,7 +100,7 @@ async fn two_agents_through_the_control_api_the_ops_cli_and_metrics() {
     assert_eq!(held.as_array().unwrap().len(), 2);
 
     // A second agent with nothing preloaded; two concurrent pulls of one snapshot share one pull.
-    let b = Daemon::start(config(
+    let b = Daemon::start(agent_config(
         dir.path(),
         &hub.url(),
         2,
@@ -241,7 +194,7 @@ async fn two_agents_through_the_control_api_the_ops_cli_and_metrics() {
 async fn a_failing_preload_is_retried_and_reported_without_blocking_the_others() {
     let (_root, hub) = start_hub().await;
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(config(
+    let d = Daemon::start(agent_config(
         dir.path(),
         &hub.url(),
         1,

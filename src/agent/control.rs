@@ -10,6 +10,9 @@
 //! - `GET /v1/who-has?repo=ORG/NAME[:REV]&dataset=BOOL`: the DHT's providers of that snapshot.
 //! - `POST /v1/pull` `{"repo": "ORG/NAME[:REV]", "dataset": false}`: pull through the mesh
 //!   (concurrent requests for one snapshot share one pull); answers the pull report.
+//! - `POST /v1/verify` `{"repo": "ORG/NAME[:REV]" | null, "dataset": false, "repair": true}`:
+//!   re-hash those snapshots (all when `repo` is null) and refetch damaged files through the
+//!   mesh; answers the verify report.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,6 +197,7 @@ pub async fn serve_control(daemon: Arc<Daemon>) -> anyhow::Result<()> {
         .route("/v1/holdings", get(holdings))
         .route("/v1/who-has", get(who_has))
         .route("/v1/pull", post(pull))
+        .route("/v1/verify", post(verify))
         .with_state(daemon.clone());
     let stop = daemon.stopping();
     daemon.track(async move {
@@ -363,5 +367,15 @@ async fn pull(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Res
     match d.pull(what).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+async fn verify(
+    State(d): State<Arc<Daemon>>,
+    Json(req): Json<super::verify::VerifyRequest>,
+) -> Response {
+    match d.verify(&req).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
     }
 }

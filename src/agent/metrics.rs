@@ -12,6 +12,8 @@ use std::sync::Mutex;
 pub struct Metrics {
     /// Pulls running now.
     pub pulls_in_flight: AtomicU64,
+    /// Damaged files `verify` found in the local tree.
+    pub verify_damage: AtomicU64,
     pulls: Mutex<PullStats>,
 }
 
@@ -142,6 +144,12 @@ impl Metrics {
             "gauge",
             "Pulls running now.",
             &one(self.pulls_in_flight.load(Ordering::Relaxed)),
+        );
+        metric(
+            "hfmesh_verify_damaged_files_total",
+            "counter",
+            "Damaged files found by verify in the local cache tree.",
+            &one(self.verify_damage.load(Ordering::Relaxed)),
         );
         let p = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         let mut by_source = Vec::new();

@@ -1,5 +1,5 @@
-//! The agent: the daemon every host runs. Today: the node composition root and a minimal
-//! `hfmesh agent` command that serves the cache and pulls a preload list through the mesh.
+//! The agent: the daemon every host runs (`hfmesh agent`): the node, the control API, metrics,
+//! preload, verify and shutdown.
 
 /// `hfmesh agent`.
 pub mod cli;
@@ -11,5 +11,7 @@ pub mod daemon;
 pub mod metrics;
 /// The composition root.
 pub mod node;
+/// Re-hashing the tree and repairing it from the mesh.
+pub mod verify;
 
 pub use node::{Node, NodeConfig, StartError};

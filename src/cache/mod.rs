@@ -14,6 +14,8 @@ pub mod layout;
 pub mod lock;
 /// `trees/<commit>.json`, byte-identical to `huggingface_hub`'s.
 pub mod tree_json;
+/// Re-hashing snapshots and taking damaged blobs out of the tree.
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 pub mod ops;
 /// `hfmesh pull`.
 pub mod pull;
+/// `hfmesh verify`.
+pub mod verify;
 
 /// hfmesh: Hugging Face models and datasets on every host, from peers first.
 #[derive(Debug, Parser)]
@@ -40,6 +42,8 @@ pub enum Command {
         #[command(flatten)]
         ops: ops::OpsArgs,
     },
+    /// Re-hash the local cache tree, report damage and repair it (from the mesh through the agent).
+    Verify(verify::VerifyArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -66,6 +70,7 @@ pub fn main() -> std::process::ExitCode {
                 dataset,
                 ops: args,
             } => ops::who_has(&args, &repo, dataset).await,
+            Command::Verify(args) => verify::run(args).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }

@@ -145,6 +145,12 @@ impl LocalStore {
         self.changed.notify_one();
     }
 
+    /// Stops serving a blob found damaged on disk (a repair refetches it and registers it again).
+    pub fn invalidate_blob(&self, etag: &Etag) {
+        self.lock().blobs.remove(etag);
+        self.changed.notify_one();
+    }
+
     /// A snapshot is complete: keep its signed manifest (persisted, so it survives a restart),
     /// and serve every blob it names.
     pub fn complete_snapshot(&self, manifest: &Manifest, signed: SignedManifest) -> io::Result<()> {

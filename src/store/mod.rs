@@ -12,7 +12,7 @@ pub mod partial;
 use std::ops::Range;
 
 pub use bitmap::Bitmap;
-pub use partial::PartialBlob;
+pub use partial::{hash_file, PartialBlob};
 
 /// Size of a chunk in bytes: the unit of resume and verification. The last chunk of a blob may be
 /// shorter. See `docs/ARCHITECTURE.md` ("Chunk size") for why this value.

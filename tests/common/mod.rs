@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use hfmesh::config::Config;
 use hfmesh::emulator::{Emulator, EmulatorConfig};
+use hfmesh::repo::{RepoKind, RepoRef};
 
 /// Size of the synthetic file in `acme/medium` (several segments and chunks, with a tail).
 pub const MEDIUM_SIZE: u64 = 160 * 1024 * 1024 + 12345;
@@ -258,4 +260,53 @@ pub fn assert_medium_model(snapshot: &Path) {
         "model.safetensors in {}",
         snapshot.display()
     );
+}
+
+/// An agent config on loopback under `dir/node<n>` (see [`node_config`]) with the control socket
+/// there, metrics on an OS-picked port, and `preload` (models).
+pub fn agent_config(
+    dir: &Path,
+    hub: &str,
+    n: u8,
+    bootstrap: Vec<std::net::SocketAddr>,
+    preload: &[&str],
+) -> Config {
+    let node = node_config(dir, hub, n, "r1", bootstrap);
+    Config {
+        control_socket: dir.join(format!("node{n}/agent.sock")),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        preload: preload
+            .iter()
+            .map(|r| RepoRef::parse(r, RepoKind::Model).unwrap())
+            .collect(),
+        quota: None,
+        hf_user: None,
+        node,
+    }
+}
+
+/// [`ops_json`] from async code.
+pub async fn ops_async(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let (sock, args): (std::path::PathBuf, Vec<String>) = (
+        sock.to_path_buf(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        ops_json(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits (bounded) until the agent `d` has its whole preload.
+pub async fn wait_ready(d: &hfmesh::agent::daemon::Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !d.ready() {
+        assert!(
+            Instant::now() < deadline,
+            "preload did not finish: {:?}",
+            d.preload_states()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
