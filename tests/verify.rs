@@ -114,18 +114,14 @@ async fn the_agent_repairs_a_damaged_tree_from_a_peer() {
     assert_eq!(clean["damaged"], 0);
     assert_eq!(clean["bytes"], (1 << 20) + 9 + 3 + 6);
 
-    let snapshot = PathBuf::from(
-        ops_async(&sock, &["holdings"]).await[0]["commit"]
-            .as_str()
-            .map(|c| {
-                b.config
-                    .node
-                    .cache_dir
-                    .join("models--acme--example/snapshots")
-                    .join(c)
-            })
-            .unwrap(),
-    );
+    let held = ops_async(&sock, &["holdings"]).await;
+    let commit = held[0]["commit"].as_str().unwrap();
+    let snapshot = b
+        .config
+        .node
+        .cache_dir
+        .join("models--acme--example/snapshots")
+        .join(commit);
     let originals = damage(&snapshot);
 
     // Report only: the damage is listed, the command fails, nothing changes.
