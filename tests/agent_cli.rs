@@ -213,3 +213,105 @@ fn emulator_bytes_served(url: &str) -> u64 {
         v["bytes_served"].as_u64().unwrap()
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_mid_pull_resumes_it_when_it_starts_again() {
+    let (_root, hub) = start_hub().await;
+    // 32 MiB/s: the 160 MiB model takes about five seconds, so the stop lands mid-pull.
+    hub.set_faults(hfmesh::emulator::Faults {
+        bandwidth_bps: Some(32 << 20),
+        ..Default::default()
+    });
+    let url = hub.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = {
+        let (dir, url) = (dir.path().to_path_buf(), url.clone());
+        tokio::task::spawn_blocking(move || Agent::start(&dir, 1, &url, &[]))
+            .await
+            .unwrap()
+    };
+    let mut cmd = hfmesh(&dir.path().join("user"));
+    cmd.args(["pull", "acme/medium", "--quiet", "--socket"])
+        .arg(&agent.socket);
+    let pull = tokio::process::Command::from(cmd).output();
+    let pull = tokio::spawn(pull);
+    wait_until(
+        "a third of the model is in",
+        Duration::from_secs(30),
+        || hub.stats().bytes_served > MEDIUM_SIZE / 3,
+    )
+    .await;
+    agent = tokio::task::spawn_blocking(move || {
+        agent.stop();
+        agent
+    })
+    .await
+    .unwrap();
+    drop(agent);
+    let out = pull.await.unwrap().unwrap();
+    assert!(
+        !out.status.success(),
+        "the caller learns the pull did not finish"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resumes when it starts again"), "{err}");
+    let repo = dir.path().join("agent1/hub/models--acme--medium");
+    let half = hub.stats().bytes_served;
+    assert!(half < MEDIUM_SIZE, "stopped before the end ({half} bytes)");
+    assert!(
+        !repo.join("snapshots").exists() && !repo.join("refs").exists(),
+        "nothing half-done is visible in the tree"
+    );
+    let blobs: Vec<_> = std::fs::read_dir(repo.join("blobs"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(blobs.is_empty(), "no unverified blob: {blobs:?}");
+
+    // Started again with nothing asked of it, the agent finishes the pull, keeping what it had.
+    hub.set_faults(hfmesh::emulator::Faults::default());
+    let agent = {
+        let (dir, url) = (dir.path().to_path_buf(), url.clone());
+        tokio::task::spawn_blocking(move || Agent::start(&dir, 1, &url, &[]))
+            .await
+            .unwrap()
+    };
+    let socket = agent.socket.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let held = ops_async(&socket, &["holdings"]).await;
+        if !held.as_array().unwrap().is_empty() {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interrupted pull was not resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(held[0]["repo"], "acme/medium");
+    let snapshot = repo
+        .join("snapshots")
+        .join(held[0]["commit"].as_str().unwrap());
+    assert_medium_model(&snapshot);
+    let total = hub.stats().bytes_served;
+    assert!(
+        total - half <= MEDIUM_SIZE - MEDIUM_SIZE / 4,
+        "the second run fetched only what was missing: {} of {MEDIUM_SIZE} bytes",
+        total - half
+    );
+    assert!(
+        !dir.path()
+            .join("agent1/state/pending")
+            .read_dir()
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "json")),
+        "nothing is left pending"
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut agent = agent;
+        agent.stop();
+    })
+    .await
+    .unwrap();
+}

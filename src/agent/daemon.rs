@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::control;
 use super::metrics::{Gauges, Metrics};
+use super::pending::Pending;
 use super::Node;
 use crate::config::Config;
 use crate::mesh::MeshReport;
@@ -51,6 +52,7 @@ pub struct Daemon {
     pub config: Config,
     preload: Mutex<Vec<PreloadState>>,
     inflight: Mutex<HashMap<String, SharedPull>>,
+    pending: Pending,
     started: Instant,
     metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     stop: CancellationToken,
@@ -61,6 +63,7 @@ impl Daemon {
     /// Starts the node, the control API, the metrics endpoint and the preload.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
         let node = Node::start(config.node.clone()).await?;
+        let pending = Pending::new(&config.node.state_dir);
         let preload = config
             .preload
             .iter()
@@ -77,6 +80,7 @@ impl Daemon {
             config,
             preload: Mutex::new(preload),
             inflight: Mutex::new(HashMap::new()),
+            pending,
             started: Instant::now(),
             metrics_addr: std::sync::OnceLock::new(),
             stop: CancellationToken::new(),
@@ -89,6 +93,15 @@ impl Daemon {
         }
         let d = daemon.clone();
         daemon.tasks.spawn(async move { d.run_preload().await });
+        for what in daemon.pending.list() {
+            tracing::info!(%what, "resuming a pull interrupted by the last stop");
+            let d = daemon.clone();
+            daemon.tasks.spawn(async move {
+                if let Err(e) = d.pull(what.clone()).await {
+                    tracing::warn!(%what, error = %e, "the resumed pull failed");
+                }
+            });
+        }
         Ok(daemon)
     }
 
@@ -177,13 +190,22 @@ impl Daemon {
         result
     }
 
+    /// One pull through the mesh, recorded as pending while it runs so that a stop (or a crash)
+    /// leaves it to be resumed at the next start.
     async fn pull_once(self: Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+        if let Err(e) = self.pending.add(&what) {
+            tracing::warn!(%what, error = %e, "cannot record the pull; a restart will not resume it");
+        }
         self.metrics.pulls_in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = self
-            .node
-            .pull(&what, Arc::new(crate::progress::Silent))
-            .await;
+        let result = tokio::select! {
+            r = self.node.pull(&what, Arc::new(crate::progress::Silent)) => r,
+            _ = self.stop.cancelled() => {
+                self.metrics.pulls_in_flight.fetch_sub(1, Ordering::Relaxed);
+                return Err(format!("{what}: the agent is stopping; the pull resumes when it starts again"));
+            }
+        };
+        self.pending.remove(&what);
         self.metrics.pulls_in_flight.fetch_sub(1, Ordering::Relaxed);
         let (peers, hub) = result
             .as_ref()

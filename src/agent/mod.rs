@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod metrics;
 /// The composition root.
 pub mod node;
+/// Unfinished pulls, resumed at the next start.
+pub mod pending;
 /// Re-hashing the tree and repairing it from the mesh.
 pub mod verify;
 
