@@ -1,5 +1,6 @@
 //! The agent daemon: preload and readiness, the control API through the ops CLI (`--json`),
-//! shared concurrent pulls, and the metrics endpoint in Prometheus text format.
+//! shared concurrent pulls, live cluster holdings, and the metrics endpoint in Prometheus text
+//! format.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hfmesh::agent::daemon::Daemon;
 use hfmesh::config::Config;
+use hfmesh::emulator::Faults;
 use hfmesh::repo::{RepoKind, RepoRef};
 
 fn config(
@@ -279,4 +281,135 @@ async fn a_failing_preload_is_retried_and_reported_without_blocking_the_others()
 
 fn metrics_addr(d: &Arc<Daemon>) -> std::net::SocketAddr {
     d.metrics_addr().expect("metrics are on")
+}
+
+/// Waits (bounded) until `a` knows `b` as a peer.
+async fn wait_for_peer(a: &Daemon, b: &Daemon) {
+    use hfmesh::discovery::Discovery;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !a
+        .node
+        .discovery
+        .peers()
+        .await
+        .iter()
+        .any(|p| p.id == b.node.id())
+    {
+        assert!(Instant::now() < deadline, "the agents never met");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `hfmesh <args> --socket <sock>` (a table, not JSON); returns whether it succeeded, its
+/// stdout and its stderr.
+async fn ops_table(sock: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = hfmesh(&sock.with_extension("home"));
+    cmd.args(args).arg("--socket").arg(sock);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holdings_asked_live_of_the_cluster_show_complete_snapshots_and_partial_blobs() {
+    let (_root, hub) = start_hub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(config(dir.path(), &hub.url(), 1, vec![], &["acme/example"]))
+        .await
+        .unwrap();
+    wait_ready(&a).await;
+    let b = Daemon::start(config(
+        dir.path(),
+        &hub.url(),
+        2,
+        vec![a.node.p2p_addr()],
+        &[],
+    ))
+    .await
+    .unwrap();
+    wait_for_peer(&a, &b).await;
+    let sock_a = a.config.control_socket.clone();
+
+    // A slow Hub keeps B's pull of the medium model partial for a while (160 MiB at 8 MiB/s).
+    hub.set_faults(Faults {
+        bandwidth_bps: Some(8 << 20),
+        ..Faults::default()
+    });
+    let pulling = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.pull(RepoRef::parse("acme/medium", RepoKind::Model).unwrap())
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !b
+        .node
+        .mesh
+        .store
+        .holdings()
+        .blobs
+        .iter()
+        .any(|x| x.present >= 1 && !x.is_complete())
+    {
+        assert!(Instant::now() < deadline, "B never held part of the model");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = ops_async(&sock_a, &["holdings", "--all"]).await;
+    let nodes = all.as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{all}");
+    let (me, peer) = (&nodes[0], &nodes[1]);
+    assert_eq!(me["id"], a.node.id().to_string());
+    assert_eq!(me["local"], true);
+    assert_eq!(me["snapshots"][0]["repo"], "acme/example", "{me}");
+    assert_eq!(me["snapshots"][0]["files"], 5);
+    assert_eq!(me["snapshots"][0]["bytes"], (1 << 20) + 9 + 3 + 6);
+    assert!(me["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["complete"] == true));
+    assert_eq!(peer["id"], b.node.id().to_string());
+    assert_eq!(peer["local"], false);
+    assert!(peer["error"].is_null(), "{peer}");
+    assert!(peer["snapshots"].as_array().unwrap().is_empty(), "{peer}");
+    let blob = &peer["blobs"][0];
+    let total = MEDIUM_SIZE.div_ceil(hfmesh::store::CHUNK_SIZE);
+    assert_eq!(blob["size"], MEDIUM_SIZE);
+    assert_eq!(blob["chunks_total"], total);
+    let present = blob["chunks_present"].as_u64().unwrap();
+    assert!(present >= 1 && present < total, "{blob}");
+    assert_eq!(blob["complete"], false);
+
+    // The Hub at full speed again: B completes, and says so when asked by its short id.
+    hub.set_faults(Faults::default());
+    pulling.await.unwrap().unwrap();
+    let b_id = b.node.id().to_string();
+    let one = ops_async(&sock_a, &["holdings", "--peer", &b_id]).await;
+    assert_eq!(one["snapshots"][0]["repo"], "acme/medium", "{one}");
+    assert_eq!(one["snapshots"][0]["files"], 1);
+    assert_eq!(one["snapshots"][0]["bytes"], MEDIUM_SIZE);
+    assert_eq!(one["blobs"][0]["complete"], true);
+    let short = b.node.id().short();
+    let (ok, table, _) = ops_table(&sock_a, &["holdings", "--peer", &short]).await;
+    assert!(ok, "{table}");
+    assert!(
+        table.contains(&b_id)
+            && table.contains("acme/medium")
+            && table.contains("1 complete blob(s)"),
+        "{table}"
+    );
+    let (ok, _, err) = ops_table(&sock_a, &["holdings", "--peer", "no-such-node"]).await;
+    assert!(
+        !ok && err.contains("no known node has the id `no-such-node`"),
+        "{err}"
+    );
+
+    b.shutdown().await;
+    a.shutdown().await;
 }

@@ -1,5 +1,6 @@
-//! Ops commands over the local agent's control API: `status`, `peers`, `holdings`, `who-has`.
-//! Each prints a human table, or stable JSON with `--json`.
+//! Ops commands over the local agent's control API: `status`, `peers`, `holdings` (this node's
+//! snapshots, or live per-node holdings with `--peer` / `--all`), `who-has`. Each prints a human
+//! table, or stable JSON with `--json`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use crate::agent::control::{ErrorReport, PeerReport, SnapshotReport, StatusReport, WhoHasReport};
+use crate::agent::holdings::NodeHoldingsReport;
 use crate::progress::human_bytes;
 
 /// Where the agent's control socket is, and the output form.
@@ -25,6 +27,20 @@ pub struct OpsArgs {
     /// Stable JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// Flags of `hfmesh holdings`.
+#[derive(Debug, clap::Args)]
+pub struct HoldingsArgs {
+    /// Ask this node what it holds, live: a node id, or a unique end of one (as tables show).
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub peer: Option<String>,
+    /// Ask this node and every peer it knows what they hold, live (peers that do not answer are
+    /// listed with their error).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 impl OpsArgs {
@@ -167,18 +183,97 @@ fn print_peers(peers: &[PeerReport]) {
     }
 }
 
-/// `hfmesh holdings` (this node's snapshots).
-pub async fn holdings(args: &OpsArgs) -> anyhow::Result<()> {
-    let held: Vec<SnapshotReport> = call(&args.socket_path(), "GET", "/v1/holdings", None).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&held)?);
-        return Ok(());
+/// `hfmesh holdings`: this node's snapshots, or with `--peer` / `--all` what nodes hold, asked
+/// live of the cluster.
+pub async fn holdings(args: &HoldingsArgs) -> anyhow::Result<()> {
+    let socket = args.ops.socket_path();
+    if let Some(peer) = &args.peer {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("peer", peer)
+            .finish();
+        let path = format!("/v1/holdings?{query}");
+        let node: NodeHoldingsReport = call(&socket, "GET", &path, None).await?;
+        return print_json_or(args.ops.json, &node, || print_node_holdings(&node));
     }
-    println!("{:<8} {:<48} COMMIT", "KIND", "REPO");
-    for s in held {
-        println!("{:<8} {:<48} {}", s.kind, s.repo, s.commit);
+    if args.all {
+        let nodes: Vec<NodeHoldingsReport> =
+            call(&socket, "GET", "/v1/holdings?all=true", None).await?;
+        return print_json_or(args.ops.json, &nodes, || {
+            nodes.iter().for_each(print_node_holdings)
+        });
+    }
+    let held: Vec<SnapshotReport> = call(&socket, "GET", "/v1/holdings", None).await?;
+    print_json_or(args.ops.json, &held, || {
+        println!("{:<8} {:<48} COMMIT", "KIND", "REPO");
+        for s in &held {
+            println!("{:<8} {:<48} {}", s.kind, s.repo, s.commit);
+        }
+    })
+}
+
+/// Prints `value` as one line of JSON when `json`, else calls `table`.
+fn print_json_or<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        table();
     }
     Ok(())
+}
+
+/// One node's holdings: a header line, its snapshots, its partial blobs one per line and its
+/// complete blobs in one summary line (`--json` lists each).
+fn print_node_holdings(n: &NodeHoldingsReport) {
+    let place = format!(
+        "{}/{}",
+        n.zone.as_deref().unwrap_or("-"),
+        n.rack.as_deref().unwrap_or("-")
+    );
+    let me = if n.local { " (this node)" } else { "" };
+    println!("NODE {} {} {place}{me}", n.id, n.addr);
+    if let Some(e) = &n.error {
+        println!("  no answer: {e}");
+        return;
+    }
+    println!(
+        "  {:<8} {:<40} {:<40} {:>6} {:>10}",
+        "KIND", "REPO", "COMMIT", "FILES", "SIZE"
+    );
+    for s in &n.snapshots {
+        println!(
+            "  {:<8} {:<40} {:<40} {:>6} {:>10}",
+            s.kind,
+            s.repo,
+            s.commit,
+            s.files,
+            human_bytes(s.bytes)
+        );
+    }
+    let (complete, partial): (Vec<_>, Vec<_>) = n.blobs.iter().partition(|b| b.complete);
+    for b in partial {
+        println!(
+            "  partial blob {} {}/{} chunks of {}",
+            b.etag,
+            b.chunks_present,
+            b.chunks_total,
+            human_bytes(b.size)
+        );
+    }
+    let bytes: u64 = complete.iter().map(|b| b.size).sum();
+    println!(
+        "  {} complete blob(s), {}{}",
+        complete.len(),
+        human_bytes(bytes),
+        if n.truncated {
+            " (more not listed: the node holds more than one answer carries)"
+        } else {
+            ""
+        }
+    );
 }
 
 /// `hfmesh who-has REPO[:REV]`.
