@@ -216,6 +216,24 @@ async fn two_agents_through_the_control_api_the_ops_cli_and_metrics() {
         text.contains("hfmesh_pull_duration_seconds_count{outcome=\"ok\"} 1\n"),
         "one pull, shared: {text}"
     );
+    // Hub requests, counted by operation and outcome: B resolved the revision but took every
+    // byte from A; A downloaded from the Hub (through the mesh's ranged fetches).
+    assert!(hub_requests(&text, "resolve", "2xx") >= 1, "{text}");
+    assert_eq!(hub_requests(&text, "download", "2xx"), 0, "{text}");
+    let text_a = reqwest::get(format!("http://{}/metrics", metrics_addr(&a)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    check_prometheus(&text_a);
+    assert!(hub_requests(&text_a, "download", "2xx") >= 1, "{text_a}");
+    assert!(hub_requests(&text_a, "list", "2xx") >= 2, "{text_a}");
+    assert!(
+        hub_requests(&text_a, "head", "3xx") >= 1,
+        "LFS files redirect to the CDN: {text_a}"
+    );
+    assert_eq!(hub_requests(&text_a, "download", "5xx"), 0, "{text_a}");
     assert_eq!(
         reqwest::get(format!("http://{addr}/readyz"))
             .await
@@ -277,6 +295,17 @@ async fn a_failing_preload_is_retried_and_reported_without_blocking_the_others()
             .unwrap();
     assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
     d.shutdown().await;
+}
+
+/// The value of `hfmesh_hub_requests_total{op,outcome}` in a metrics text (the series must be
+/// there).
+fn hub_requests(text: &str, op: &str, outcome: &str) -> u64 {
+    let series = format!("hfmesh_hub_requests_total{{op=\"{op}\",outcome=\"{outcome}\"}} ");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in {text}"));
+    line.parse().unwrap()
 }
 
 fn metrics_addr(d: &Arc<Daemon>) -> std::net::SocketAddr {

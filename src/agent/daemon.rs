@@ -282,6 +282,7 @@ impl Daemon {
             cache_bytes,
             snapshots: self.node.mesh.store.snapshots().len() as u64,
             ready: self.ready(),
+            hub_requests: self.node.mesh.hub.request_stats().snapshot(),
         }
     }
 }
