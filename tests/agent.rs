@@ -442,3 +442,104 @@ async fn holdings_asked_live_of_the_cluster_show_complete_snapshots_and_partial_
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The NDJSON lines of a streamed pull, parsed.
+fn ndjson(body: &[u8]) -> Vec<serde_json::Value> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(text.ends_with('\n'), "{text}");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_through_the_agent_stream_progress_to_every_watcher_and_the_cli() {
+    let (_root, hub) = start_hub().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(config(dir.path(), &hub.url(), 1, vec![], &[]))
+        .await
+        .unwrap();
+    let sock = a.config.control_socket.clone();
+
+    // The control API alone: progress lines, then the report, the totals adding up.
+    let (code, body) = hfmesh::cli::ops::request(
+        &sock,
+        "POST",
+        "/v1/pull?progress=true",
+        Some(r#"{"repo": "acme/example"}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let lines = ndjson(&body);
+    let (last, progress) = lines.split_last().unwrap();
+    assert!(last["report"]["snapshot_dir"].is_string(), "{last}");
+    assert!(!progress.is_empty());
+    assert!(
+        progress.iter().all(|l| l["progress"].is_object()),
+        "{lines:?}"
+    );
+    let end = &progress[progress.len() - 1]["progress"];
+    let total = (1u64 << 20) + 9 + 3 + 6;
+    assert_eq!(end["total"], total, "{end}");
+    assert!(end["done"].as_u64().unwrap() >= total, "{end}");
+    assert!(
+        end["from_hub"].as_u64().unwrap() > 0 && end["from_peers"] == 0,
+        "{end}"
+    );
+
+    // The CLI through the agent, and a second watcher joining the same pull: both see it end.
+    hub.set_faults(Faults {
+        bandwidth_bps: Some(32 << 20),
+        ..Faults::default()
+    });
+    let home = dir.path().join("user");
+    let mut cmd = hfmesh(&home);
+    cmd.args(["pull", "acme/medium", "--socket"]).arg(&sock);
+    let cli = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a
+        .metrics
+        .pulls_in_flight
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the CLI's pull never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (code, body) = hfmesh::cli::ops::request(
+        &sock,
+        "POST",
+        "/v1/pull?progress=true",
+        Some(r#"{"repo": "acme/medium"}"#.into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    let watcher = ndjson(&body);
+    let report = &watcher.last().unwrap()["report"];
+    assert_eq!(
+        report["bytes_from_hub"], MEDIUM_SIZE,
+        "the second watcher joined the running pull: {report}"
+    );
+    let out = cli.await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        last_line(&out),
+        report["snapshot_dir"].as_str().unwrap(),
+        "stdout ends with the snapshot directory, as before"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(
+        stderr.contains("acme/medium:main: 160.0 MiB to fetch"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("acme/medium:main: ") && l.contains(" / 160.0 MiB (")),
+        "progress lines on stderr (not a terminal): {stderr}"
+    );
+    a.shutdown().await;
+}

@@ -16,7 +16,10 @@
 //!   node first, peers that did not answer included with their `error`.
 //! - `GET /v1/who-has?repo=ORG/NAME[:REV]&dataset=BOOL`: the DHT's providers of that snapshot.
 //! - `POST /v1/pull` `{"repo": "ORG/NAME[:REV]", "dataset": false}`: pull through the mesh
-//!   (concurrent requests for one snapshot share one pull); answers the pull report.
+//!   (concurrent requests for one snapshot share one pull); answers the pull report. With
+//!   `?progress=true` or `Accept: application/x-ndjson` the answer streams NDJSON instead:
+//!   `{"progress": {"done", "total", "from_peers", "from_hub"}}` lines every 250 ms, then
+//!   `{"report": {...}}` or `{"error": "..."}` (see `pull_stream`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::daemon::{Daemon, PreloadState};
-use super::holdings;
+use super::{holdings, pull_stream};
 use crate::discovery::{ContentKey, Discovery};
 use crate::repo::{RepoKind, RepoRef};
 
@@ -395,11 +398,27 @@ async fn who_has(State(d): State<Arc<Daemon>>, Query(q): Query<WhoHasQuery>) -> 
     .into_response()
 }
 
-async fn pull(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Response {
+/// `POST /v1/pull` parameters.
+#[derive(Deserialize)]
+struct PullQuery {
+    /// Stream progress as NDJSON.
+    #[serde(default)]
+    progress: bool,
+}
+
+async fn pull(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<PullQuery>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<PullRequest>,
+) -> Response {
     let what = match parse_ref(&req.repo, req.dataset) {
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if q.progress || pull_stream::wants_stream(&headers) {
+        return pull_stream::respond(&d, what);
+    }
     match d.pull(what).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),

@@ -17,6 +17,7 @@ use super::metrics::{Gauges, Metrics};
 use super::Node;
 use crate::config::Config;
 use crate::mesh::MeshReport;
+use crate::progress::Watched;
 use crate::repo::RepoRef;
 
 /// Backoff of a failing preload: first wait, doubling up to [`PRELOAD_MAX_BACKOFF`].
@@ -27,6 +28,21 @@ const PRELOAD_MAX_BACKOFF: Duration = Duration::from_secs(300);
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 type SharedPull = Shared<BoxFuture<'static, Result<MeshReport, String>>>;
+
+/// A pull running for one or more requests, and its progress (which every request sees).
+#[derive(Clone)]
+struct Inflight {
+    pull: SharedPull,
+    progress: Arc<Watched>,
+}
+
+/// One request's share of a pull (see [`Daemon::join_pull`]).
+pub struct JoinedPull {
+    /// The pull's progress, the same for every request that joined it.
+    pub progress: Arc<Watched>,
+    /// The pull's result.
+    pub result: BoxFuture<'static, Result<MeshReport, String>>,
+}
 
 /// Where each preloaded snapshot stands.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,7 +66,7 @@ pub struct Daemon {
     /// The configuration it runs with.
     pub config: Config,
     preload: Mutex<Vec<PreloadState>>,
-    inflight: Mutex<HashMap<String, SharedPull>>,
+    inflight: Mutex<HashMap<String, Inflight>>,
     started: Instant,
     metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     stop: CancellationToken,
@@ -158,32 +174,54 @@ impl Daemon {
 
     /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull.
     pub async fn pull(self: &Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+        self.join_pull(what).result.await
+    }
+
+    /// Joins the pull of `what`, starting it when none runs: concurrent requests for the same
+    /// snapshot share one pull and one progress.
+    pub fn join_pull(self: &Arc<Self>, what: RepoRef) -> JoinedPull {
         let key = what.to_string();
-        let shared = {
+        let entry = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             inflight
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    let me = self.clone();
-                    async move { me.pull_once(what).await }.boxed().shared()
+                    let progress = Arc::new(Watched::default());
+                    let (me, p) = (self.clone(), progress.clone());
+                    let pull = async move { me.pull_once(what, p).await }.boxed().shared();
+                    Inflight { pull, progress }
                 })
                 .clone()
         };
-        let result = shared.await;
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        result
+        let me = self.clone();
+        let pull = entry.pull;
+        let result = async move {
+            let result = pull.clone().await;
+            me.forget_pull(&key, &pull);
+            result
+        };
+        JoinedPull {
+            progress: entry.progress,
+            result: result.boxed(),
+        }
     }
 
-    async fn pull_once(self: Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+    /// Removes a finished pull from the in-flight map (unless a newer one took its key).
+    fn forget_pull(&self, key: &str, pull: &SharedPull) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.get(key).is_some_and(|e| e.pull.ptr_eq(pull)) {
+            inflight.remove(key);
+        }
+    }
+
+    async fn pull_once(
+        self: Arc<Self>,
+        what: RepoRef,
+        progress: Arc<Watched>,
+    ) -> Result<MeshReport, String> {
         self.metrics.pulls_in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = self
-            .node
-            .pull(&what, Arc::new(crate::progress::Silent))
-            .await;
+        let result = self.node.pull(&what, progress).await;
         self.metrics.pulls_in_flight.fetch_sub(1, Ordering::Relaxed);
         let (peers, hub) = result
             .as_ref()

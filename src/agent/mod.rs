@@ -13,5 +13,7 @@ pub mod holdings;
 pub mod metrics;
 /// The composition root.
 pub mod node;
+/// `POST /v1/pull` streaming its progress as NDJSON.
+pub mod pull_stream;
 
 pub use node::{Node, NodeConfig, StartError};

@@ -62,6 +62,21 @@ pub async fn request(
     path: &str,
     body: Option<String>,
 ) -> anyhow::Result<(u16, Bytes)> {
+    let resp = open(socket, method, path, body, None).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// Sends one request to the agent at `socket` (asking for the media type `accept`, if any) and
+/// returns the answer with its body unread, for answers that stream.
+pub async fn open(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    accept: Option<&str>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
         format!("no agent answers at {} (is `hfmesh agent` running? set --socket or HFMESH_CONTROL_SOCKET)", socket.display())
     })?;
@@ -69,19 +84,26 @@ pub async fn request(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header("host", "hfmesh-agent")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let resp = sender
+        .header("content-type", "application/json");
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    sender
         .send_request(req)
         .await
-        .context("the agent closed the connection")?;
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
+        .context("the agent closed the connection")
+}
+
+/// The sentence of an error answer: its `{"error": ...}`, else its text.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorReport>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
 }
 
 /// Sends a request and decodes a JSON answer, turning `{"error": ...}` answers into errors.
@@ -93,10 +115,7 @@ pub async fn call<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     let (status, bytes) = request(socket, method, path, body).await?;
     if !(200..300).contains(&status) {
-        let msg = serde_json::from_slice::<ErrorReport>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        anyhow::bail!("{msg}");
+        anyhow::bail!("{}", error_message(&bytes));
     }
     serde_json::from_slice(&bytes).context("the agent's answer is not what this version expects")
 }
