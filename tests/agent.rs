@@ -362,6 +362,18 @@ async fn holdings_asked_live_of_the_cluster_show_complete_snapshots_and_partial_
     .await
     .unwrap();
     wait_for_peer(&a, &b).await;
+    // C stays in the DHT but stops serving: asked, it cannot answer.
+    let c = Daemon::start(config(
+        dir.path(),
+        &hub.url(),
+        3,
+        vec![a.node.p2p_addr()],
+        &[],
+    ))
+    .await
+    .unwrap();
+    wait_for_peer(&a, &c).await;
+    c.node.transfer.shutdown().await;
     let sock_a = a.config.control_socket.clone();
 
     // A slow Hub keeps B's pull of the medium model partial for a while (160 MiB at 8 MiB/s).
@@ -391,8 +403,21 @@ async fn holdings_asked_live_of_the_cluster_show_complete_snapshots_and_partial_
     }
     let all = ops_async(&sock_a, &["holdings", "--all"]).await;
     let nodes = all.as_array().unwrap();
-    assert_eq!(nodes.len(), 2, "{all}");
-    let (me, peer) = (&nodes[0], &nodes[1]);
+    assert_eq!(nodes.len(), 3, "{all}");
+    let me = &nodes[0];
+    let node = |d: &Daemon| {
+        let id = d.node.id().to_string();
+        nodes.iter().find(|n| n["id"] == id.as_str()).unwrap()
+    };
+    let (peer, silent) = (node(&b), node(&c));
+    assert!(
+        silent["error"].as_str().unwrap().contains("timed out"),
+        "{silent}"
+    );
+    assert!(
+        silent["snapshots"].as_array().unwrap().is_empty(),
+        "{silent}"
+    );
     assert_eq!(me["id"], a.node.id().to_string());
     assert_eq!(me["local"], true);
     assert_eq!(me["snapshots"][0]["repo"], "acme/example", "{me}");
@@ -419,18 +444,22 @@ async fn holdings_asked_live_of_the_cluster_show_complete_snapshots_and_partial_
     hub.set_faults(Faults::default());
     pulling.await.unwrap().unwrap();
     let b_id = b.node.id().to_string();
-    let one = ops_async(&sock_a, &["holdings", "--peer", &b_id]).await;
+    let one = ops_async(&sock_a, &["holdings", "--peer", &b.node.id().short()]).await;
+    assert_eq!(one["id"], b_id.as_str());
     assert_eq!(one["snapshots"][0]["repo"], "acme/medium", "{one}");
     assert_eq!(one["snapshots"][0]["files"], 1);
     assert_eq!(one["snapshots"][0]["bytes"], MEDIUM_SIZE);
     assert_eq!(one["blobs"][0]["complete"], true);
-    let short = b.node.id().short();
-    let (ok, table, _) = ops_table(&sock_a, &["holdings", "--peer", &short]).await;
+    // The table of every node: A's and B's snapshots, and C's silence.
+    let (ok, table, _) = ops_table(&sock_a, &["holdings", "--all"]).await;
     assert!(ok, "{table}");
     assert!(
-        table.contains(&b_id)
+        table.contains(&format!("NODE {b_id} "))
+            && table.contains("acme/example")
             && table.contains("acme/medium")
-            && table.contains("1 complete blob(s)"),
+            && table.contains("1 complete blob(s), 160.0 MiB")
+            && table.contains("(this node)")
+            && table.contains("no answer: the holdings answer timed out"),
         "{table}"
     );
     let (ok, _, err) = ops_table(&sock_a, &["holdings", "--peer", "no-such-node"]).await;
@@ -439,6 +468,7 @@ async fn holdings_asked_live_of_the_cluster_show_complete_snapshots_and_partial_
         "{err}"
     );
 
+    c.shutdown().await;
     b.shutdown().await;
     a.shutdown().await;
 }
