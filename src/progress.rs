@@ -1,5 +1,7 @@
 //! Progress output for long work: a bar on a terminal, plain periodic lines otherwise, nothing
-//! when quiet. Always on stderr, so stdout stays machine-readable.
+//! when quiet. Always on stderr, so stdout stays machine-readable. [`Watched`] keeps progress
+//! for others to read (the agent streams it to `hfmesh pull`), and [`Replay`] turns what was
+//! read back into calls on a local output.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,118 @@ pub trait Progress: Send + Sync {
     fn note(&self, message: &str);
     /// The transfer is over.
     fn finish(&self);
+    /// `bytes` more were received from `origin`; by default plain progress, as
+    /// [`Progress::advance`].
+    fn received(&self, bytes: u64, origin: Origin) {
+        let _ = origin;
+        self.advance(bytes);
+    }
+}
+
+/// Where received bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Other nodes of the cluster.
+    Peers,
+    /// The Hub.
+    Hub,
+}
+
+/// Where a transfer stands, as one reading of a [`Watched`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgressSnapshot {
+    /// Bytes done: received, or found already present when resuming.
+    pub done: u64,
+    /// Bytes to fetch in all (0 until the transfer knows).
+    pub total: u64,
+    /// Bytes received from peers.
+    pub from_peers: u64,
+    /// Bytes received from the Hub.
+    pub from_hub: u64,
+}
+
+/// Progress kept in atomics, for any number of watchers to read while the transfer runs (one
+/// pull shared by several requests shows each of them the same numbers).
+#[derive(Debug, Default)]
+pub struct Watched {
+    done: AtomicU64,
+    total: AtomicU64,
+    from_peers: AtomicU64,
+    from_hub: AtomicU64,
+}
+
+impl Watched {
+    /// Where the transfer stands now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        ProgressSnapshot {
+            done: self.done.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            from_peers: self.from_peers.load(Ordering::Relaxed),
+            from_hub: self.from_hub.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Progress for Watched {
+    fn begin(&self, _: &str, total_bytes: u64) {
+        self.total.store(total_bytes, Ordering::Relaxed);
+    }
+    fn advance(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn note(&self, _: &str) {}
+    fn finish(&self) {}
+    fn received(&self, bytes: u64, origin: Origin) {
+        self.advance(bytes);
+        let by = match origin {
+            Origin::Peers => &self.from_peers,
+            Origin::Hub => &self.from_hub,
+        };
+        by.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Replays readings of a remote transfer ([`ProgressSnapshot`]s) on a local output: `begin` at
+/// the first reading with something to show, then `advance` by how much `done` grew.
+pub struct Replay {
+    out: Arc<dyn Progress>,
+    what: String,
+    began: bool,
+    done: u64,
+}
+
+impl Replay {
+    /// Replays the transfer of `what` on `out`.
+    pub fn new(what: &str, out: Arc<dyn Progress>) -> Replay {
+        Replay {
+            out,
+            what: what.to_string(),
+            began: false,
+            done: 0,
+        }
+    }
+
+    /// Shows a new reading.
+    pub fn update(&mut self, s: &ProgressSnapshot) {
+        if !self.began {
+            if s.total == 0 && s.done == 0 {
+                return;
+            }
+            self.out.begin(&self.what, s.total);
+            self.began = true;
+        }
+        if s.done > self.done {
+            self.out.advance(s.done - self.done);
+            self.done = s.done;
+        }
+    }
+
+    /// The transfer is over (nothing is shown if it never began).
+    pub fn finish(&mut self) {
+        if std::mem::take(&mut self.began) {
+            self.out.finish();
+        }
+    }
 }
 
 /// No output at all.
@@ -173,6 +287,77 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records every call, for checking what a replay does.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Progress for Recorder {
+        fn begin(&self, what: &str, total: u64) {
+            self.0.lock().unwrap().push(format!("begin {what} {total}"));
+        }
+        fn advance(&self, bytes: u64) {
+            self.0.lock().unwrap().push(format!("advance {bytes}"));
+        }
+        fn note(&self, m: &str) {
+            self.0.lock().unwrap().push(format!("note {m}"));
+        }
+        fn finish(&self) {
+            self.0.lock().unwrap().push("finish".into());
+        }
+    }
+
+    #[test]
+    fn watched_progress_splits_by_origin() {
+        let w = Watched::default();
+        w.begin("x", 100);
+        w.advance(10);
+        w.received(30, Origin::Peers);
+        w.received(5, Origin::Hub);
+        assert_eq!(
+            w.snapshot(),
+            ProgressSnapshot {
+                done: 45,
+                total: 100,
+                from_peers: 30,
+                from_hub: 5
+            }
+        );
+    }
+
+    #[test]
+    fn replay_begins_once_and_advances_by_growth() {
+        let rec = Arc::new(Recorder::default());
+        let mut r = Replay::new("acme/x:main", rec.clone());
+        let at = |done, total| ProgressSnapshot {
+            done,
+            total,
+            ..ProgressSnapshot::default()
+        };
+        r.update(&at(0, 0));
+        r.update(&at(0, 100));
+        r.update(&at(40, 100));
+        r.update(&at(40, 100));
+        r.update(&at(30, 100));
+        r.update(&at(100, 100));
+        r.finish();
+        r.finish();
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            [
+                "begin acme/x:main 100",
+                "advance 40",
+                "advance 60",
+                "finish"
+            ]
+        );
+        // A transfer that never had anything to show shows nothing.
+        let quiet = Arc::new(Recorder::default());
+        let mut r = Replay::new("y", quiet.clone());
+        r.update(&at(0, 0));
+        r.finish();
+        assert!(quiet.0.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn human_sizes() {

@@ -1,6 +1,6 @@
 //! Two `hfmesh agent` processes driven only through the command line: preload, `hfmesh pull`
-//! through the local agent (from the peer, not the Hub), `status`, `peers`, `who-has`,
-//! `holdings` with `--json`, and a clean SIGTERM shutdown.
+//! through the local agent (from the peer, not the Hub, with the agent's progress on stderr),
+//! `status`, `peers`, `who-has`, `holdings` with `--json`, and a clean SIGTERM shutdown.
 
 mod common;
 
@@ -147,6 +147,11 @@ async fn two_agents_driven_only_through_the_cli() {
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                stderr.contains("acme/example:main: ") && stderr.contains(" to fetch"),
+                "the agent's progress is shown on stderr: {stderr}"
             );
             (a, b, served, last_line(&out))
         }

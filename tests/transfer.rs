@@ -1,5 +1,5 @@
-//! QUIC transfer endpoint on loopback: fetching manifests, bitmaps and chunks (also of partial
-//! blobs, at edge sizes), identity and membership checks, hostile frames, byte counters.
+//! QUIC transfer endpoint on loopback: fetching manifests, bitmaps, holdings and chunks (also of
+//! partial blobs, at edge sizes), identity and membership checks, hostile frames, byte counters.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use hfmesh::node::{ClusterSecret, NodeKey, Topology};
 use hfmesh::repo::{CommitId, RepoId, RepoKind};
 use hfmesh::store::{chunk_count, chunk_range, Bitmap, CHUNK_SIZE};
 use hfmesh::transfer::{ChunkSource, Transfer, TransferConfig, TransferError};
+use hfmesh::wire::{HeldBlob, Holdings};
 
 mod raw;
 
@@ -91,6 +92,20 @@ impl ChunkSource for MemSource {
         }
         let r = chunk_range(bytes.len() as u64, index);
         Ok(Some(bytes[r.start as usize..r.end as usize].to_vec()))
+    }
+
+    fn holdings(&self) -> Holdings {
+        let blobs = self
+            .blobs
+            .iter()
+            .map(|(etag, (bytes, bits))| HeldBlob {
+                etag: etag.clone(),
+                size: bytes.len() as u64,
+                present: bits.count(),
+                chunks: bits.len(),
+            })
+            .collect();
+        Holdings::capped(Vec::new(), blobs)
     }
 }
 
@@ -188,6 +203,19 @@ async fn fetches_manifests_bitmaps_and_chunks_and_counts_bytes() {
         vec![0, 3, 4, 10]
     );
     assert_eq!(within(conn.have(&etag(9))).await.unwrap(), None);
+
+    // What the server holds: the partial blob listed first, then the complete one.
+    let held = within(conn.holdings()).await.unwrap();
+    assert!(held.snapshots.is_empty() && !held.truncated);
+    let blobs: Vec<_> = held
+        .blobs
+        .iter()
+        .map(|b| (b.etag.clone(), b.present, b.chunks, b.is_complete()))
+        .collect();
+    assert_eq!(
+        blobs,
+        vec![(etag(2), 4, 11, false), (etag(1), 64, 64, true)]
+    );
 
     // A partial blob: present chunks come, absent ones are reported missing.
     let missing = fetch_and_check(&conn, &etag(2), &partial, 0, 11).await;

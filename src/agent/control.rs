@@ -6,10 +6,20 @@
 //! - `GET /v1/ready`: 200 when every preloaded snapshot is present, else 503 with the list.
 //! - `GET /v1/status`: node id, addresses, topology, uptime, preload, counters, snapshots held.
 //! - `GET /v1/peers`: known peers with topology, RTT and bytes each way.
-//! - `GET /v1/holdings`: snapshots held here.
+//! - `GET /v1/holdings`: snapshots held here (a list of `SnapshotReport`).
+//! - `GET /v1/holdings?peer=ID`: what one node holds, asked live over the transfer protocol:
+//!   complete snapshots (files, bytes) and blobs (chunks present of total), as a
+//!   `NodeHoldingsReport`. `ID` is a node id or a unique suffix of one (this node's included);
+//!   404 for an unknown node, 502 when it does not answer.
+//! - `GET /v1/holdings?all=true`: the same for this node and every known peer, asked
+//!   concurrently, each within `PEER_HOLDINGS_TIMEOUT`; a list of `NodeHoldingsReport`, this
+//!   node first, peers that did not answer included with their `error`.
 //! - `GET /v1/who-has?repo=ORG/NAME[:REV]&dataset=BOOL`: the DHT's providers of that snapshot.
 //! - `POST /v1/pull` `{"repo": "ORG/NAME[:REV]", "dataset": false}`: pull through the mesh
-//!   (concurrent requests for one snapshot share one pull); answers the pull report.
+//!   (concurrent requests for one snapshot share one pull); answers the pull report. With
+//!   `?progress=true` or `Accept: application/x-ndjson` the answer streams NDJSON instead:
+//!   `{"progress": {"done", "total", "from_peers", "from_hub"}}` lines every 250 ms, then
+//!   `{"report": {...}}` or `{"error": "..."}` (see `pull_stream`).
 //! - `POST /v1/verify` `{"repo": "ORG/NAME[:REV]" | null, "dataset": false, "repair": true}`:
 //!   re-hash those snapshots (all when `repo` is null) and refetch damaged files through the
 //!   mesh; answers the verify report.
@@ -25,6 +35,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::daemon::{Daemon, PreloadState};
+use super::{holdings, pull_stream};
 use crate::discovery::{ContentKey, Discovery};
 use crate::repo::{RepoKind, RepoRef};
 
@@ -295,20 +306,52 @@ async fn peers(State(d): State<Arc<Daemon>>) -> Json<Vec<PeerReport>> {
     Json(known.iter().map(|p| peer_report(&d, p)).collect())
 }
 
-async fn holdings(State(d): State<Arc<Daemon>>) -> Json<Vec<SnapshotReport>> {
-    Json(
-        d.node
-            .mesh
-            .store
-            .snapshots()
-            .into_iter()
-            .map(|(kind, repo, commit)| SnapshotReport {
-                kind: kind.to_string(),
-                repo: repo.to_string(),
-                commit: commit.to_string(),
-            })
-            .collect(),
-    )
+/// `GET /v1/holdings` parameters: none for this node's snapshots, `peer` or `all` for the live
+/// per-node answer.
+#[derive(Deserialize)]
+struct HoldingsQuery {
+    peer: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn holdings(State(d): State<Arc<Daemon>>, Query(q): Query<HoldingsQuery>) -> Response {
+    match (q.peer, q.all) {
+        (Some(_), true) => error(
+            StatusCode::BAD_REQUEST,
+            "ask for one peer or for all, not both",
+        ),
+        (None, true) => Json(holdings::cluster(&d).await).into_response(),
+        (Some(peer), false) => match holdings::lookup(&d, &peer).await {
+            Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
+            Ok(node) => {
+                let r = holdings::node_report(&d, &node).await;
+                match &r.error {
+                    Some(e) => error(
+                        StatusCode::BAD_GATEWAY,
+                        format!("node {} did not answer: {e}", r.id),
+                    ),
+                    None => Json(r).into_response(),
+                }
+            }
+        },
+        (None, false) => Json(local_snapshots(&d)).into_response(),
+    }
+}
+
+/// The snapshots held here, as `GET /v1/holdings` has always answered.
+fn local_snapshots(d: &Daemon) -> Vec<SnapshotReport> {
+    d.node
+        .mesh
+        .store
+        .snapshots()
+        .into_iter()
+        .map(|(kind, repo, commit)| SnapshotReport {
+            kind: kind.to_string(),
+            repo: repo.to_string(),
+            commit: commit.to_string(),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -359,11 +402,27 @@ async fn who_has(State(d): State<Arc<Daemon>>, Query(q): Query<WhoHasQuery>) -> 
     .into_response()
 }
 
-async fn pull(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Response {
+/// `POST /v1/pull` parameters.
+#[derive(Deserialize)]
+struct PullQuery {
+    /// Stream progress as NDJSON.
+    #[serde(default)]
+    progress: bool,
+}
+
+async fn pull(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<PullQuery>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<PullRequest>,
+) -> Response {
     let what = match parse_ref(&req.repo, req.dataset) {
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if q.progress || pull_stream::wants_stream(&headers) {
+        return pull_stream::respond(&d, what);
+    }
     match d.pull(what).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),

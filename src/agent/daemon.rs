@@ -18,6 +18,7 @@ use super::pending::Pending;
 use super::Node;
 use crate::config::Config;
 use crate::mesh::MeshReport;
+use crate::progress::Watched;
 use crate::repo::RepoRef;
 
 /// Backoff of a failing preload: first wait, doubling up to [`PRELOAD_MAX_BACKOFF`].
@@ -28,6 +29,22 @@ const PRELOAD_MAX_BACKOFF: Duration = Duration::from_secs(300);
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 type SharedPull = Shared<BoxFuture<'static, Result<MeshReport, String>>>;
+
+/// A pull running for one or more requests, and its progress (which every request sees).
+#[derive(Clone)]
+struct Inflight {
+    id: u64,
+    pull: SharedPull,
+    progress: Arc<Watched>,
+}
+
+/// One request's share of a pull (see [`Daemon::join_pull`]).
+pub struct JoinedPull {
+    /// The pull's progress, the same for every request that joined it.
+    pub progress: Arc<Watched>,
+    /// The pull's result.
+    pub result: BoxFuture<'static, Result<MeshReport, String>>,
+}
 
 /// Where each preloaded snapshot stands.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,7 +68,8 @@ pub struct Daemon {
     /// The configuration it runs with.
     pub config: Config,
     preload: Mutex<Vec<PreloadState>>,
-    inflight: Mutex<HashMap<String, SharedPull>>,
+    inflight: Mutex<HashMap<String, Inflight>>,
+    next_pull: std::sync::atomic::AtomicU64,
     pending: Pending,
     started: Instant,
     metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
@@ -80,6 +98,7 @@ impl Daemon {
             config,
             preload: Mutex::new(preload),
             inflight: Mutex::new(HashMap::new()),
+            next_pull: std::sync::atomic::AtomicU64::new(0),
             pending,
             started: Instant::now(),
             metrics_addr: std::sync::OnceLock::new(),
@@ -171,35 +190,65 @@ impl Daemon {
 
     /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull.
     pub async fn pull(self: &Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+        self.join_pull(what).result.await
+    }
+
+    /// Joins the pull of `what`, starting it when none runs: concurrent requests for the same
+    /// snapshot share one pull and one progress.
+    pub fn join_pull(self: &Arc<Self>, what: RepoRef) -> JoinedPull {
         let key = what.to_string();
-        let shared = {
+        let entry = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             inflight
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    let me = self.clone();
-                    async move { me.pull_once(what).await }.boxed().shared()
+                    let progress = Arc::new(Watched::default());
+                    let id = self.next_pull.fetch_add(1, Ordering::Relaxed);
+                    let (me, p) = (self.clone(), progress.clone());
+                    // Its own task: the pull goes on when every requester has gone away.
+                    let task = self.tasks.spawn(async move {
+                        let result = me.clone().pull_once(what, p).await;
+                        me.forget_pull(&key, id);
+                        result
+                    });
+                    let pull = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(format!("the pull task failed: {e}")))
+                    }
+                    .boxed()
+                    .shared();
+                    Inflight { id, pull, progress }
                 })
                 .clone()
         };
-        let result = shared.await;
-        self.inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-        result
+        JoinedPull {
+            progress: entry.progress,
+            result: entry.pull.boxed(),
+        }
+    }
+
+    /// Removes a finished pull from the in-flight map (unless a newer one took its key).
+    fn forget_pull(&self, key: &str, id: u64) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight.get(key).is_some_and(|e| e.id == id) {
+            inflight.remove(key);
+        }
     }
 
     /// One pull through the mesh, recorded as pending while it runs so that a stop (or a crash)
     /// leaves it to be resumed at the next start.
-    async fn pull_once(self: Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+    async fn pull_once(
+        self: Arc<Self>,
+        what: RepoRef,
+        progress: Arc<Watched>,
+    ) -> Result<MeshReport, String> {
         if let Err(e) = self.pending.add(&what) {
             tracing::warn!(%what, error = %e, "cannot record the pull; a restart will not resume it");
         }
         self.metrics.pulls_in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = tokio::select! {
-            r = self.node.pull(&what, Arc::new(crate::progress::Silent)) => r,
+            r = self.node.pull(&what, progress) => r,
             _ = self.stop.cancelled() => {
                 self.metrics.pulls_in_flight.fetch_sub(1, Ordering::Relaxed);
                 return Err(format!("{what}: the agent is stopping; the pull resumes when it starts again"));
@@ -304,6 +353,7 @@ impl Daemon {
             cache_bytes,
             snapshots: self.node.mesh.store.snapshots().len() as u64,
             ready: self.ready(),
+            hub_requests: self.node.mesh.hub.request_stats().snapshot(),
         }
     }
 }

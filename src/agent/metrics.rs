@@ -1,11 +1,14 @@
 //! Prometheus metrics, rendered by hand in the text exposition format (version 0.0.4): what a
 //! node pulled from peers and from the Hub per snapshot, what it served, verification failures,
-//! peers, pulls in flight and their durations, and cache usage.
+//! peers, pulls in flight and their durations, cache usage, and requests to the Hub by operation
+//! and outcome.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use crate::hub::{HubOp, HubOutcome};
 
 /// Per-snapshot and per-outcome counters that the pull path does not keep itself.
 #[derive(Debug, Default)]
@@ -46,6 +49,8 @@ pub struct Gauges {
     pub snapshots: u64,
     /// Whether the preload is complete.
     pub ready: bool,
+    /// Requests to the Hub so far: (operation, outcome, count), zeros included.
+    pub hub_requests: Vec<(HubOp, HubOutcome, u64)>,
 }
 
 impl Metrics {
@@ -151,6 +156,20 @@ impl Metrics {
             "Damaged files found by verify in the local cache tree.",
             &one(self.verify_damage.load(Ordering::Relaxed)),
         );
+        let hub: Vec<(String, String)> = g
+            .hub_requests
+            .iter()
+            .map(|(op, outcome, n)| {
+                let labels = format!("{{op=\"{}\",outcome=\"{}\"}}", op.label(), outcome.label());
+                (labels, n.to_string())
+            })
+            .collect();
+        metric(
+            "hfmesh_hub_requests_total",
+            "counter",
+            "Requests to the Hub (every attempt, retries included), by operation and outcome.",
+            &hub,
+        );
         let p = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         let mut by_source = Vec::new();
         for ((kind, repo), (peers, hub)) in &p.by_snapshot {
@@ -209,8 +228,17 @@ mod tests {
         let text = m.render(&Gauges {
             bytes_from_peers: 10,
             ready: true,
+            hub_requests: vec![
+                (HubOp::Download, HubOutcome::Success, 7),
+                (HubOp::Head, HubOutcome::RateLimited, 0),
+            ],
             ..Gauges::default()
         });
+        assert!(text.contains(
+            "# TYPE hfmesh_hub_requests_total counter\n\
+             hfmesh_hub_requests_total{op=\"download\",outcome=\"2xx\"} 7\n\
+             hfmesh_hub_requests_total{op=\"head\",outcome=\"429\"} 0\n"
+        ));
         assert!(text.contains(
             "# TYPE hfmesh_bytes_from_peers_total counter\nhfmesh_bytes_from_peers_total 10\n"
         ));

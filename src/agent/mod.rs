@@ -7,12 +7,16 @@ pub mod cli;
 pub mod control;
 /// The daemon: node, control API, metrics, preload, shutdown.
 pub mod daemon;
+/// Live cluster holdings: what this node and its peers hold, asked over the network.
+pub mod holdings;
 /// Prometheus metrics.
 pub mod metrics;
 /// The composition root.
 pub mod node;
 /// Unfinished pulls, resumed at the next start.
 pub mod pending;
+/// `POST /v1/pull` streaming its progress as NDJSON.
+pub mod pull_stream;
 /// Re-hashing the tree and repairing it from the mesh.
 pub mod verify;
 

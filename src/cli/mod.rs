@@ -29,8 +29,9 @@ pub enum Command {
     Status(ops::OpsArgs),
     /// List the peers the local agent knows, with topology, RTT and bytes each way.
     Peers(ops::OpsArgs),
-    /// List the snapshots the local agent holds and serves.
-    Holdings(ops::OpsArgs),
+    /// List the snapshots the local agent holds and serves; with `--peer ID` or `--all`, ask
+    /// nodes live what snapshots and blobs (complete or partial) they hold.
+    Holdings(ops::HoldingsArgs),
     /// Ask the DHT which nodes hold a snapshot.
     WhoHas {
         /// `org/name[:rev]`.

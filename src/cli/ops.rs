@@ -1,5 +1,6 @@
-//! Ops commands over the local agent's control API: `status`, `peers`, `holdings`, `who-has`.
-//! Each prints a human table, or stable JSON with `--json`.
+//! Ops commands over the local agent's control API: `status`, `peers`, `holdings` (this node's
+//! snapshots, or live per-node holdings with `--peer` / `--all`), `who-has`. Each prints a human
+//! table, or stable JSON with `--json`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use crate::agent::control::{ErrorReport, PeerReport, SnapshotReport, StatusReport, WhoHasReport};
+use crate::agent::holdings::NodeHoldingsReport;
 use crate::progress::human_bytes;
 
 /// Where the agent's control socket is, and the output form.
@@ -25,6 +27,20 @@ pub struct OpsArgs {
     /// Stable JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// Flags of `hfmesh holdings`.
+#[derive(Debug, clap::Args)]
+pub struct HoldingsArgs {
+    /// Ask this node what it holds, live: a node id, or a unique end of one (as tables show).
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub peer: Option<String>,
+    /// Ask this node and every peer it knows what they hold, live (peers that do not answer are
+    /// listed with their error).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 impl OpsArgs {
@@ -46,6 +62,21 @@ pub async fn request(
     path: &str,
     body: Option<String>,
 ) -> anyhow::Result<(u16, Bytes)> {
+    let resp = open(socket, method, path, body, None).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, bytes))
+}
+
+/// Sends one request to the agent at `socket` (asking for the media type `accept`, if any) and
+/// returns the answer with its body unread, for answers that stream.
+pub async fn open(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+    accept: Option<&str>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
     let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
         format!("no agent answers at {} (is `hfmesh agent` running? set --socket or HFMESH_CONTROL_SOCKET)", socket.display())
     })?;
@@ -53,19 +84,26 @@ pub async fn request(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header("host", "hfmesh-agent")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-    let resp = sender
+        .header("content-type", "application/json");
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+    sender
         .send_request(req)
         .await
-        .context("the agent closed the connection")?;
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    Ok((status, bytes))
+        .context("the agent closed the connection")
+}
+
+/// The sentence of an error answer: its `{"error": ...}`, else its text.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorReport>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
 }
 
 /// Sends a request and decodes a JSON answer, turning `{"error": ...}` answers into errors.
@@ -77,10 +115,7 @@ pub async fn call<T: serde::de::DeserializeOwned>(
 ) -> anyhow::Result<T> {
     let (status, bytes) = request(socket, method, path, body).await?;
     if !(200..300).contains(&status) {
-        let msg = serde_json::from_slice::<ErrorReport>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        anyhow::bail!("{msg}");
+        anyhow::bail!("{}", error_message(&bytes));
     }
     serde_json::from_slice(&bytes).context("the agent's answer is not what this version expects")
 }
@@ -167,18 +202,97 @@ fn print_peers(peers: &[PeerReport]) {
     }
 }
 
-/// `hfmesh holdings` (this node's snapshots).
-pub async fn holdings(args: &OpsArgs) -> anyhow::Result<()> {
-    let held: Vec<SnapshotReport> = call(&args.socket_path(), "GET", "/v1/holdings", None).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&held)?);
-        return Ok(());
+/// `hfmesh holdings`: this node's snapshots, or with `--peer` / `--all` what nodes hold, asked
+/// live of the cluster.
+pub async fn holdings(args: &HoldingsArgs) -> anyhow::Result<()> {
+    let socket = args.ops.socket_path();
+    if let Some(peer) = &args.peer {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("peer", peer)
+            .finish();
+        let path = format!("/v1/holdings?{query}");
+        let node: NodeHoldingsReport = call(&socket, "GET", &path, None).await?;
+        return print_json_or(args.ops.json, &node, || print_node_holdings(&node));
     }
-    println!("{:<8} {:<48} COMMIT", "KIND", "REPO");
-    for s in held {
-        println!("{:<8} {:<48} {}", s.kind, s.repo, s.commit);
+    if args.all {
+        let nodes: Vec<NodeHoldingsReport> =
+            call(&socket, "GET", "/v1/holdings?all=true", None).await?;
+        return print_json_or(args.ops.json, &nodes, || {
+            nodes.iter().for_each(print_node_holdings)
+        });
+    }
+    let held: Vec<SnapshotReport> = call(&socket, "GET", "/v1/holdings", None).await?;
+    print_json_or(args.ops.json, &held, || {
+        println!("{:<8} {:<48} COMMIT", "KIND", "REPO");
+        for s in &held {
+            println!("{:<8} {:<48} {}", s.kind, s.repo, s.commit);
+        }
+    })
+}
+
+/// Prints `value` as one line of JSON when `json`, else calls `table`.
+fn print_json_or<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        table();
     }
     Ok(())
+}
+
+/// One node's holdings: a header line, its snapshots, its partial blobs one per line and its
+/// complete blobs in one summary line (`--json` lists each).
+fn print_node_holdings(n: &NodeHoldingsReport) {
+    let place = format!(
+        "{}/{}",
+        n.zone.as_deref().unwrap_or("-"),
+        n.rack.as_deref().unwrap_or("-")
+    );
+    let me = if n.local { " (this node)" } else { "" };
+    println!("NODE {} {} {place}{me}", n.id, n.addr);
+    if let Some(e) = &n.error {
+        println!("  no answer: {e}");
+        return;
+    }
+    println!(
+        "  {:<8} {:<40} {:<40} {:>6} {:>10}",
+        "KIND", "REPO", "COMMIT", "FILES", "SIZE"
+    );
+    for s in &n.snapshots {
+        println!(
+            "  {:<8} {:<40} {:<40} {:>6} {:>10}",
+            s.kind,
+            s.repo,
+            s.commit,
+            s.files,
+            human_bytes(s.bytes)
+        );
+    }
+    let (complete, partial): (Vec<_>, Vec<_>) = n.blobs.iter().partition(|b| b.complete);
+    for b in partial {
+        println!(
+            "  partial blob {} {}/{} chunks of {}",
+            b.etag,
+            b.chunks_present,
+            b.chunks_total,
+            human_bytes(b.size)
+        );
+    }
+    let bytes: u64 = complete.iter().map(|b| b.size).sum();
+    println!(
+        "  {} complete blob(s), {}{}",
+        complete.len(),
+        human_bytes(bytes),
+        if n.truncated {
+            " (more not listed: the node holds more than one answer carries)"
+        } else {
+            ""
+        }
+    );
 }
 
 /// `hfmesh who-has REPO[:REV]`.

@@ -1,11 +1,18 @@
 //! `hfmesh pull REPO[:REV] [--dataset]`: download a snapshot into the cache tree and print its
-//! directory as the last line of stdout.
+//! directory as the last line of stdout. Through the local agent when one answers on its socket
+//! (the agent streams the pull's progress, shown on stderr), standalone from the Hub otherwise.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use http_body_util::BodyExt;
+
+use crate::agent::pull_stream::{PullEvent, NDJSON};
+use crate::cli::ops;
 use crate::hub::{HubClient, HubConfig};
+use crate::mesh::MeshReport;
+use crate::progress::Replay;
 use crate::pull::{pull, PullOptions};
 use crate::repo::{RepoKind, RepoRef};
 
@@ -81,7 +88,8 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks the local agent to pull (through the mesh) and waits for it.
+/// Asks the local agent to pull (through the mesh) and waits for it, showing its progress on
+/// stderr unless quiet.
 async fn through_agent(
     socket: &std::path::Path,
     args: &PullArgs,
@@ -97,8 +105,12 @@ async fn through_agent(
         repo: format!("{}:{}", what.id, what.revision),
         dataset: what.kind == RepoKind::Dataset,
     })?;
-    let report: crate::mesh::MeshReport =
-        crate::cli::ops::call(socket, "POST", "/v1/pull", Some(body)).await?;
+    let report: MeshReport = if args.quiet {
+        ops::call(socket, "POST", "/v1/pull", Some(body)).await?
+    } else {
+        let progress = Replay::new(&what.to_string(), crate::progress::for_stderr(false));
+        watch_agent_pull(socket, body, progress).await?
+    };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -106,3 +118,67 @@ async fn through_agent(
     }
     Ok(())
 }
+
+/// Longest line of a streamed pull accepted from the agent.
+const MAX_EVENT_LINE: usize = 1 << 20;
+
+/// Asks the agent for a pull that streams its progress, replays the progress on `progress`
+/// and returns the report. An agent that answers with a plain report (an older one) works too.
+async fn watch_agent_pull(
+    socket: &std::path::Path,
+    body: String,
+    mut progress: Replay,
+) -> anyhow::Result<MeshReport> {
+    let resp = ops::open(
+        socket,
+        "POST",
+        "/v1/pull?progress=true",
+        Some(body),
+        Some(NDJSON),
+    )
+    .await?;
+    let status = resp.status();
+    let streamed = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(NDJSON));
+    let mut body = resp.into_body();
+    if !status.is_success() || !streamed {
+        let bytes = body.collect().await?.to_bytes();
+        if !status.is_success() {
+            anyhow::bail!("{}", ops::error_message(&bytes));
+        }
+        return serde_json::from_slice(&bytes).context(UNEXPECTED);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the agent's answer broke off")?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        buf.extend_from_slice(data);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            match serde_json::from_slice::<PullEvent>(&line).context(UNEXPECTED)? {
+                PullEvent::Progress(p) => progress.update(&p),
+                PullEvent::Report(report) => {
+                    progress.finish();
+                    return Ok(report);
+                }
+                PullEvent::Error(e) => {
+                    progress.finish();
+                    anyhow::bail!("{e}");
+                }
+            }
+        }
+        if buf.len() > MAX_EVENT_LINE {
+            anyhow::bail!("{UNEXPECTED}");
+        }
+    }
+    progress.finish();
+    anyhow::bail!("the agent ended the pull without a result (was it stopped?)")
+}
+
+/// The error when the agent's answer cannot be read.
+const UNEXPECTED: &str = "the agent's answer is not what this version expects";

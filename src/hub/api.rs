@@ -6,7 +6,7 @@ use percent_encoding::utf8_percent_encode;
 use serde::Deserialize;
 use url::Url;
 
-use super::{read_limited, HubClient, HubError, MAX_JSON_BODY, REVISION_SET};
+use super::{read_limited, HubClient, HubError, HubOp, MAX_JSON_BODY, REVISION_SET};
 use crate::etag::Etag;
 use crate::manifest::FileEntry;
 use crate::repo::{CommitId, RepoId, RepoKind, RepoPath, Revision};
@@ -50,7 +50,7 @@ impl HubClient {
         let url = self.url(&format!("api/{}/{id}/revision/{rev_enc}", kind.plural()));
         let ctx = self.context(kind, id, rev.as_str(), None);
         let resp = self
-            .send(&ctx, &url, || {
+            .send(HubOp::Resolve, &ctx, &url, || {
                 self.authorize(self.follow.get(url.clone()), &url)
             })
             .await?;
@@ -85,7 +85,7 @@ impl HubClient {
                 return Err(protocol(&url, "the file listing has too many pages"));
             }
             let resp = self
-                .send(&ctx, &url, || {
+                .send(HubOp::List, &ctx, &url, || {
                     self.authorize(self.follow.get(url.clone()), &url)
                 })
                 .await?;

@@ -7,7 +7,7 @@ use percent_encoding::utf8_percent_encode;
 use reqwest::{header, Response, StatusCode};
 use url::Url;
 
-use super::{HubClient, HubError, PATH_SET};
+use super::{HubClient, HubError, HubOp, PATH_SET};
 use crate::etag::Etag;
 use crate::repo::{CommitId, RepoId, RepoKind, RepoPath};
 
@@ -55,7 +55,7 @@ impl HubClient {
         let mut url = self.resolve_url(kind, id, commit, path);
         for _ in 0..=MAX_HUB_REDIRECTS {
             let resp = self
-                .send(&ctx, &url, || {
+                .send(HubOp::Head, &ctx, &url, || {
                     self.authorize(self.manual.head(url.clone()), &url)
                         .header(header::ACCEPT_ENCODING, "identity")
                 })
@@ -113,7 +113,7 @@ impl HubClient {
         };
         let whole = range.start == 0 && range.end == total;
         let resp = self
-            .send(&ctx, url, || {
+            .send(HubOp::Download, &ctx, url, || {
                 let rb = self
                     .authorize(self.follow.get(url.clone()), url)
                     .header(header::ACCEPT_ENCODING, "identity");

@@ -12,7 +12,10 @@ pub mod error;
 mod files;
 /// Backoff policy honouring `Retry-After`.
 pub mod retry;
+/// Counts of requests by operation and outcome.
+pub mod stats;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -23,6 +26,7 @@ use url::Url;
 pub use config::HubConfig;
 pub use error::{HubError, RequestContext};
 pub use files::FileLocation;
+pub use stats::{HubOp, HubOutcome, HubRequestStats};
 
 use crate::repo::{RepoId, RepoKind};
 
@@ -39,10 +43,12 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// Largest JSON answer we accept from an API route (one tree page, repo info).
 pub const MAX_JSON_BODY: usize = 64 << 20;
 
-/// A client for one Hub endpoint. Cheap to clone.
+/// A client for one Hub endpoint. Cheap to clone; clones share one [`HubRequestStats`].
 #[derive(Debug, Clone)]
 pub struct HubClient {
     cfg: HubConfig,
+    /// Every request sent, by operation and outcome.
+    stats: Arc<HubRequestStats>,
     /// Follows redirects (API calls, file content); drops `Authorization` when leaving the host.
     follow: reqwest::Client,
     /// Never follows redirects (HEAD on `/resolve`, to see where the Hub sends us).
@@ -67,6 +73,7 @@ impl HubClient {
             .build()?;
         Ok(HubClient {
             cfg,
+            stats: Arc::default(),
             follow,
             manual,
         })
@@ -75,6 +82,11 @@ impl HubClient {
     /// The configuration in force.
     pub fn config(&self) -> &HubConfig {
         &self.cfg
+    }
+
+    /// The requests this client and its clones sent, by operation and outcome.
+    pub fn request_stats(&self) -> &HubRequestStats {
+        &self.stats
     }
 
     /// Web page of a repository on this Hub (where a gate's terms are accepted).
@@ -128,16 +140,24 @@ impl HubClient {
 
     /// Sends the request `make` builds, again after 429, 5xx and connection failures as the
     /// retry policy allows, and returns the first answer that is a success or a redirect.
-    /// Other answers become a [`HubError`] classified with `ctx`.
+    /// Other answers become a [`HubError`] classified with `ctx`. Every attempt is counted
+    /// under `op`.
     async fn send(
         &self,
+        op: HubOp,
         ctx: &RequestContext,
         url: &Url,
         make: impl Fn() -> RequestBuilder,
     ) -> Result<Response, HubError> {
         let mut failed = 0u32;
         loop {
-            let (server_wait, failure) = match make().send().await {
+            let sent = make().send().await;
+            let outcome = match &sent {
+                Ok(resp) => HubOutcome::from_status(resp.status().as_u16()),
+                Err(_) => HubOutcome::Network,
+            };
+            self.stats.record(op, outcome);
+            let (server_wait, failure) = match sent {
                 Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
                     return Ok(resp)
                 }

@@ -21,6 +21,7 @@ use crate::etag::Etag;
 use crate::manifest::{ChunkHash, Manifest, SignedManifest};
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::{chunk_count, chunk_range, Bitmap, PartialBlob};
+use crate::wire::{HeldBlob, HeldSnapshot, Holdings};
 
 /// A snapshot's identity.
 pub type SnapshotId = (RepoKind, RepoId, CommitId);
@@ -229,6 +230,20 @@ impl LocalStore {
         }
     }
 
+    /// What this node holds, for operators: each complete snapshot with its file count and
+    /// bytes (read from its manifest), and each blob with the chunks present, cut to the caps
+    /// of [`Holdings`]. Decodes every manifest: call it on the blocking pool.
+    pub fn holdings(&self) -> Holdings {
+        let (signed, blobs): (Vec<SignedManifest>, Vec<HeldBlob>) = {
+            let inner = self.lock();
+            let signed = inner.snapshots.values().cloned().collect();
+            let blobs = inner.blobs.iter().map(|(e, b)| held_blob(e, b)).collect();
+            (signed, blobs)
+        };
+        let snapshots = signed.iter().filter_map(held_snapshot).collect();
+        Holdings::capped(snapshots, blobs)
+    }
+
     /// Reads chunk `index` of `etag` if present here (blocking file I/O).
     pub fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Vec<u8>>> {
         let source = match self.lock().blobs.get(etag) {
@@ -258,6 +273,32 @@ impl LocalStore {
     }
 }
 
+/// A blob as listed in [`Holdings`].
+fn held_blob(etag: &Etag, blob: &Blob) -> HeldBlob {
+    let (size, present) = match blob {
+        Blob::Partial(p) => (p.size(), p.bitmap().count()),
+        Blob::Complete { size, .. } => (*size, chunk_count(*size)),
+    };
+    HeldBlob {
+        etag: etag.clone(),
+        size,
+        present,
+        chunks: chunk_count(size),
+    }
+}
+
+/// A snapshot as listed in [`Holdings`], from its manifest (which was verified when stored).
+fn held_snapshot(signed: &SignedManifest) -> Option<HeldSnapshot> {
+    let m = postcard::from_bytes::<Manifest>(&signed.body).ok()?;
+    Some(HeldSnapshot {
+        kind: m.kind,
+        repo: m.repo,
+        commit: m.commit,
+        files: m.files.len() as u64,
+        bytes: m.files.iter().map(|f| f.entry.size).sum(),
+    })
+}
+
 impl crate::transfer::ChunkSource for LocalStore {
     fn manifest(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> Option<SignedManifest> {
         LocalStore::manifest(self, kind, repo, commit)
@@ -273,6 +314,10 @@ impl crate::transfer::ChunkSource for LocalStore {
 
     fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<ChunkHash>>> {
         LocalStore::chunk_hashes(self, etag)
+    }
+
+    fn holdings(&self) -> Holdings {
+        LocalStore::holdings(self)
     }
 }
 
@@ -293,6 +338,17 @@ mod tests {
         let partial = Arc::new(PartialBlob::open(&dir.path().join("p"), &etag, 10).unwrap());
         store.begin_blob(partial.clone());
         assert_eq!(store.read_chunk(&etag, 0).unwrap(), None, "not there yet");
+        let partial_held = store.holdings();
+        assert!(partial_held.snapshots.is_empty());
+        assert_eq!(
+            partial_held.blobs,
+            vec![HeldBlob {
+                etag: etag.clone(),
+                size: 10,
+                present: 0,
+                chunks: 1
+            }]
+        );
         partial.write_at(0, &data).unwrap();
         let h = *blake3::hash(&data).as_bytes();
         partial.mark_complete_with_hash(0, h);
@@ -334,6 +390,18 @@ mod tests {
             Some(signed.clone())
         );
         assert_eq!(store.content_keys().len(), 2);
+        let held = store.holdings();
+        assert_eq!(
+            held.snapshots,
+            vec![HeldSnapshot {
+                kind: RepoKind::Model,
+                repo: id.clone(),
+                commit: commit.clone(),
+                files: 1,
+                bytes: 10
+            }]
+        );
+        assert!(held.blobs[0].is_complete() && !held.truncated);
 
         // A restarted node serves it again.
         let again = LocalStore::open(&cache, &state).unwrap();

@@ -34,7 +34,7 @@ use crate::manifest::{
     ChunkHash, FileEntry, Manifest, ManifestFile, SignedManifest, MANIFEST_VERSION,
 };
 use crate::node::{NodeId, NodeKey};
-use crate::progress::Progress;
+use crate::progress::{Origin, Progress};
 use crate::pull::{blocking, commit_verified, PullError};
 use crate::repo::{CommitId, RepoRef};
 use crate::scheduler::{proximity, Fault, Request, SchedConfig, Scheduler, Source};
@@ -521,7 +521,7 @@ impl BlobFetch<'_> {
             }
             for o in batch {
                 running -= 1;
-                self.progress.advance(o.bytes);
+                self.progress.received(o.bytes, origin(o.request.source));
                 match o.request.source {
                     Source::Hub => self.tally.from_hub.fetch_add(o.bytes, Ordering::Relaxed),
                     Source::Peer(_) => self.tally.from_peers.fetch_add(o.bytes, Ordering::Relaxed),
@@ -560,7 +560,7 @@ impl BlobFetch<'_> {
         while running > 0 {
             let Some(o) = rx.recv().await else { break };
             running -= 1;
-            self.progress.advance(o.bytes);
+            self.progress.received(o.bytes, origin(o.request.source));
         }
         let partial = self.partial.clone();
         blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await
@@ -739,6 +739,14 @@ impl BlobFetch<'_> {
                 });
             }
         }
+    }
+}
+
+/// Where the bytes of a request to `source` come from, for progress output.
+fn origin(source: Source) -> Origin {
+    match source {
+        Source::Hub => Origin::Hub,
+        Source::Peer(_) => Origin::Peers,
     }
 }
 

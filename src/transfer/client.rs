@@ -1,5 +1,5 @@
 //! The endpoint as a whole ([`Transfer`]: bind, connect, stats, shutdown) and the fetching half
-//! ([`PeerConn`]: manifest, have, chunks).
+//! ([`PeerConn`]: manifest, have, hashes, chunks, holdings).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +21,7 @@ use crate::manifest::SignedManifest;
 use crate::node::{ClusterSecret, NodeId, NodeKey, Topology};
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::Bitmap;
-use crate::wire::{CloseCode, Message, Request, Response};
+use crate::wire::{CloseCode, Holdings, Message, Request, Response};
 
 /// What an endpoint needs: who this node is, which cluster it is in, and where to listen.
 #[derive(Debug, Clone)]
@@ -408,6 +408,16 @@ impl PeerConn {
         match x.one().await? {
             Response::Hashes(h) => Ok(h),
             other => Err(self.unexpected(&other, "hashes")),
+        }
+    }
+
+    /// What the peer holds: its complete snapshots and its blobs, complete or partial (checked
+    /// against the caps of [`Holdings`] by the decoder).
+    pub async fn holdings(&self) -> Result<Holdings, TransferError> {
+        let mut x = self.request(&Request::Holdings).await?;
+        match x.one().await? {
+            Response::Holdings(h) => Ok(h),
+            other => Err(self.unexpected(&other, "holdings")),
         }
     }
 

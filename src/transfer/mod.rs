@@ -33,9 +33,10 @@ use crate::manifest::SignedManifest;
 use crate::node::{NodeId, Topology};
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::Bitmap;
+use crate::wire::Holdings;
 
-/// What a node serves to its peers: manifests, which chunks of a blob it holds, and the chunks
-/// themselves (also of blobs still downloading). Implemented by the chunk store; tests use
+/// What a node serves to its peers: manifests, which chunks of a blob it holds, the chunks
+/// themselves (also of blobs still downloading), and a summary of its holdings. Implemented by the chunk store; tests use
 /// in-memory blobs. Every method is called on tokio's blocking pool, so it may touch the disk.
 pub trait ChunkSource: Send + Sync + 'static {
     /// The signed manifest of a snapshot, if this node has it.
@@ -50,6 +51,11 @@ pub trait ChunkSource: Send + Sync + 'static {
     fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<[u8; 32]>>> {
         let _ = etag;
         None
+    }
+    /// What this node holds, for operators: its complete snapshots and its blobs, cut to the
+    /// caps of [`Holdings`]. The default holds nothing, which is a valid answer.
+    fn holdings(&self) -> Holdings {
+        Holdings::default()
     }
 }
 

@@ -165,6 +165,9 @@ async fn serve_stream(
         Request::Hashes { etag } => blocking(move || source.chunk_hashes(&etag))
             .await
             .map(Response::Hashes),
+        Request::Holdings => blocking(move || source.holdings())
+            .await
+            .map(Response::Holdings),
         Request::Chunks { etag, first, count } => {
             send_chunks(shared, peer, counters, send, etag, first, count).await?;
             let _ = send.finish();

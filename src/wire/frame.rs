@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::message::{Hello, Request, Response};
-use super::{MAX_CONTROL_FRAME, MAX_ERROR_MESSAGE, MAX_HAVE_FRAME, MAX_MANIFEST_FRAME};
+use super::{
+    MAX_CONTROL_FRAME, MAX_ERROR_MESSAGE, MAX_HAVE_FRAME, MAX_HOLDINGS_FRAME, MAX_MANIFEST_FRAME,
+};
 
 /// Length of a frame header: one kind byte and a big-endian `u32` body length.
 pub const HEADER_LEN: usize = 5;
@@ -16,6 +18,7 @@ mod kind {
     pub const REQ_HAVE: u8 = 0x03;
     pub const REQ_CHUNKS: u8 = 0x04;
     pub const REQ_HASHES: u8 = 0x05;
+    pub const REQ_HOLDINGS: u8 = 0x06;
     pub const RESP_HELLO: u8 = 0x81;
     pub const RESP_MANIFEST: u8 = 0x82;
     pub const RESP_HAVE: u8 = 0x83;
@@ -23,6 +26,7 @@ mod kind {
     pub const RESP_MISSING: u8 = 0x85;
     pub const RESP_ERROR: u8 = 0x86;
     pub const RESP_HASHES: u8 = 0x87;
+    pub const RESP_HOLDINGS: u8 = 0x88;
 }
 
 /// Why bytes from a peer are not a valid frame. Every variant is the sender's fault.
@@ -173,6 +177,7 @@ impl Message for Request {
             Request::Have { .. } => kind::REQ_HAVE,
             Request::Hashes { .. } => kind::REQ_HASHES,
             Request::Chunks { .. } => kind::REQ_CHUNKS,
+            Request::Holdings => kind::REQ_HOLDINGS,
         }
     }
 
@@ -184,6 +189,7 @@ impl Message for Request {
                 | kind::REQ_HAVE
                 | kind::REQ_CHUNKS
                 | kind::REQ_HASHES
+                | kind::REQ_HOLDINGS
         )
         .then_some(MAX_CONTROL_FRAME)
     }
@@ -195,6 +201,7 @@ impl Message for Request {
             Request::Have { etag } => put(etag, out),
             Request::Hashes { etag } => put(etag, out),
             Request::Chunks { etag, first, count } => put(&(etag, first, count), out),
+            Request::Holdings => put(&(), out),
         }
     }
 
@@ -210,6 +217,10 @@ impl Message for Request {
             kind::REQ_CHUNKS => {
                 let (etag, first, count) = exact(body)?;
                 Request::Chunks { etag, first, count }
+            }
+            kind::REQ_HOLDINGS => {
+                exact::<()>(body)?;
+                Request::Holdings
             }
             other => return Err(WireError::UnknownKind(other)),
         })
@@ -227,6 +238,7 @@ impl Message for Response {
             Response::Manifest(_) => kind::RESP_MANIFEST,
             Response::Have(_) => kind::RESP_HAVE,
             Response::Hashes(_) => kind::RESP_HASHES,
+            Response::Holdings(_) => kind::RESP_HOLDINGS,
             Response::Chunk { .. } => kind::RESP_CHUNK,
             Response::Missing { .. } => kind::RESP_MISSING,
             Response::Error { .. } => kind::RESP_ERROR,
@@ -240,6 +252,7 @@ impl Message for Response {
             }
             kind::RESP_HAVE => Some(MAX_HAVE_FRAME),
             kind::RESP_MANIFEST | kind::RESP_HASHES => Some(MAX_MANIFEST_FRAME),
+            kind::RESP_HOLDINGS => Some(MAX_HOLDINGS_FRAME),
             _ => None,
         }
     }
@@ -250,6 +263,7 @@ impl Message for Response {
             Response::Manifest(m) => put(m, out),
             Response::Have(b) => put(b, out),
             Response::Hashes(h) => put(h, out),
+            Response::Holdings(h) => put(h, out),
             Response::Chunk { index, len } => put(&(index, len), out),
             Response::Missing { index } => put(index, out),
             Response::Error { code, message } => {
@@ -268,6 +282,7 @@ impl Message for Response {
             kind::RESP_MANIFEST => Response::Manifest(exact(body)?),
             kind::RESP_HAVE => Response::Have(exact(body)?),
             kind::RESP_HASHES => Response::Hashes(exact(body)?),
+            kind::RESP_HOLDINGS => Response::Holdings(exact(body)?),
             kind::RESP_CHUNK => {
                 let (index, len) = exact(body)?;
                 Response::Chunk { index, len }

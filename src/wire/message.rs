@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::holdings::Holdings;
 use super::{frame::WireError, CHUNK_SIZE, MAX_CHUNKS_PER_REQUEST, PROTOCOL_VERSION};
 use crate::etag::Etag;
 use crate::manifest::{SignedManifest, MAX_MANIFEST_BYTES};
@@ -59,6 +60,9 @@ pub enum Request {
         /// Number of chunks, `1..=MAX_CHUNKS_PER_REQUEST`.
         count: u32,
     },
+    /// What the server holds: its complete snapshots and its blobs, complete or partial (for
+    /// operators; the pull path never asks it).
+    Holdings,
 }
 
 /// What a server answers.
@@ -72,6 +76,8 @@ pub enum Response {
     Have(Option<Bitmap>),
     /// Per chunk the hash vouched for (or `None`); `None` when the server holds nothing of it.
     Hashes(Option<Vec<Option<[u8; 32]>>>),
+    /// What the server holds, cut to the caps of [`Holdings`].
+    Holdings(Holdings),
     /// Chunk `index` follows as `len` raw bytes (`len <= CHUNK_SIZE`).
     Chunk {
         /// Chunk index.
@@ -149,7 +155,10 @@ impl Request {
     pub fn validate(&self) -> Result<(), WireError> {
         match self {
             Request::Hello(h) => validate_hello(h),
-            Request::Manifest { .. } | Request::Have { .. } | Request::Hashes { .. } => Ok(()),
+            Request::Manifest { .. }
+            | Request::Have { .. }
+            | Request::Hashes { .. }
+            | Request::Holdings => Ok(()),
             Request::Chunks { first, count, .. } => {
                 if *count == 0 || *count > MAX_CHUNKS_PER_REQUEST {
                     return Err(WireError::Invalid(format!(
@@ -170,10 +179,12 @@ impl Request {
 impl Response {
     /// Checks what the types alone do not: a known version, a bitmap whose bits fit its length
     /// and [`MAX_CHUNKS`], a manifest within [`MAX_MANIFEST_BYTES`] with a 64-byte signature,
-    /// chunk indices inside `0..MAX_CHUNKS` and payloads of at most [`CHUNK_SIZE`].
+    /// chunk indices inside `0..MAX_CHUNKS`, payloads of at most [`CHUNK_SIZE`] and holdings
+    /// within their caps ([`Holdings::validate`]).
     pub fn validate(&self) -> Result<(), WireError> {
         match self {
             Response::Hello(h) => validate_hello(h),
+            Response::Holdings(h) => h.validate(),
             Response::Manifest(Some(m)) => {
                 if m.body.len() > MAX_MANIFEST_BYTES || m.signature.len() != 64 {
                     return Err(WireError::Invalid(

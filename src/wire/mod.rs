@@ -17,13 +17,15 @@
 //!
 //! The 5-byte header is checked before anything is allocated: an unknown `kind`, or a `len`
 //! above that kind's limit ([`MAX_CONTROL_FRAME`] for most, [`MAX_HAVE_FRAME`] for a bitmap,
-//! [`MAX_MANIFEST_FRAME`] for a manifest), is an error. A chunk's raw payload follows its header
+//! [`MAX_MANIFEST_FRAME`] for a manifest, [`MAX_HOLDINGS_FRAME`] for a holdings list), is an
+//! error. A chunk's raw payload follows its header
 //! frame and is at most [`CHUNK_SIZE`] bytes. Bodies are `postcard` (a maintained, compact,
 //! serde-based format; `bincode` is not used, see `STYLE.md`) and must be consumed exactly:
 //! trailing bytes are an error. Decoded values are validated (counts, indices, bitmap sizes)
 //! by [`Request::validate`] and [`Response::validate`], which the decoder calls.
 
 mod frame;
+mod holdings;
 mod message;
 #[cfg(test)]
 mod tests;
@@ -31,6 +33,7 @@ mod tests;
 pub use frame::{
     decode, decode_body, encode, parse_header, Decoded, Header, Message, WireError, HEADER_LEN,
 };
+pub use holdings::{HeldBlob, HeldSnapshot, Holdings, MAX_HELD_BLOBS, MAX_HELD_SNAPSHOTS};
 pub use message::{CloseCode, ErrorCode, Hello, Request, Response};
 
 use crate::manifest::MAX_MANIFEST_BYTES;
@@ -51,6 +54,11 @@ pub const MAX_HAVE_FRAME: usize = (MAX_CHUNKS / 8) as usize + 64;
 /// Largest body of a `Manifest` answer: a manifest body of [`MAX_MANIFEST_BYTES`] plus the
 /// signer, the signature and their framing.
 pub const MAX_MANIFEST_FRAME: usize = MAX_MANIFEST_BYTES + 1024;
+
+/// Largest body of a `Holdings` answer: [`MAX_HELD_SNAPSHOTS`] snapshots of at most about 160
+/// bytes (a 96-byte repo id, a 40-hex commit, two varints) and [`MAX_HELD_BLOBS`] blobs of at
+/// most about 100 bytes (a 64-hex etag, three varints), with room to spare: 1 MiB.
+pub const MAX_HOLDINGS_FRAME: usize = 1 << 20;
 
 /// Most chunks one `Chunks` request may ask for (4 GiB at [`CHUNK_SIZE`]); bounds the work one
 /// request can make a server do.

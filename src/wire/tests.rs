@@ -36,7 +36,27 @@ fn requests() -> Vec<Request> {
             first: 7,
             count: MAX_CHUNKS_PER_REQUEST,
         },
+        Request::Holdings,
     ]
+}
+
+fn held_snapshot(repo: &str) -> HeldSnapshot {
+    HeldSnapshot {
+        kind: RepoKind::Model,
+        repo: RepoId::parse(repo).unwrap(),
+        commit: CommitId::parse(&"c".repeat(40)).unwrap(),
+        files: 3,
+        bytes: 12345,
+    }
+}
+
+fn held_blob(byte: &str, present: u64) -> HeldBlob {
+    HeldBlob {
+        etag: Etag::parse(&byte.repeat(32)).unwrap(),
+        size: 3 * CHUNK_SIZE + 1,
+        present,
+        chunks: 4,
+    }
 }
 
 fn responses() -> Vec<Response> {
@@ -60,6 +80,12 @@ fn responses() -> Vec<Response> {
             len: CHUNK_SIZE as u32,
         },
         Response::Missing { index: 6 },
+        Response::Holdings(Holdings::default()),
+        Response::Holdings(Holdings {
+            snapshots: vec![held_snapshot("acme/x")],
+            blobs: vec![held_blob("ab", 4), held_blob("cd", 1)],
+            truncated: true,
+        }),
         Response::Error {
             code: ErrorCode::Internal,
             message: "disk on fire".into(),
@@ -242,7 +268,9 @@ fn garbage_and_truncation_are_errors_never_panics() {
         x ^= x >> 7;
         x ^= x << 17;
         let len = (x % 96) as usize;
-        let kinds = [0x01, 0x02, 0x03, 0x04, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86];
+        let kinds = [
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88,
+        ];
         let mut body = Vec::with_capacity(len);
         let mut y = x;
         for _ in 0..len {
@@ -269,4 +297,113 @@ fn close_codes_round_trip() {
         assert_eq!(CloseCode::from_u32(c as u32), Some(c));
     }
     assert_eq!(CloseCode::from_u32(999), None);
+}
+
+#[test]
+fn the_largest_holdings_answer_fits_its_frame() {
+    let repo = format!("{}/{}", "o".repeat(40), "n".repeat(55));
+    assert_eq!(repo.len(), crate::repo::MAX_REPO_ID_LEN);
+    let big = Holdings {
+        snapshots: vec![
+            HeldSnapshot {
+                files: u64::MAX,
+                bytes: u64::MAX,
+                ..held_snapshot(&repo)
+            };
+            MAX_HELD_SNAPSHOTS
+        ],
+        blobs: vec![
+            HeldBlob {
+                etag: etag(),
+                size: MAX_CHUNKS * CHUNK_SIZE,
+                present: MAX_CHUNKS,
+                chunks: MAX_CHUNKS,
+            };
+            MAX_HELD_BLOBS
+        ],
+        truncated: true,
+    };
+    let bytes = encode(&Response::Holdings(big)).unwrap();
+    assert!(bytes.len() - HEADER_LEN <= MAX_HOLDINGS_FRAME);
+    let mut head = [0x88u8, 0, 0, 0, 0];
+    head[1..].copy_from_slice(&((MAX_HOLDINGS_FRAME + 1) as u32).to_be_bytes());
+    assert!(matches!(
+        parse_header::<Response>(&head),
+        Err(WireError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn holdings_beyond_their_bounds_are_refused() {
+    let frame = |h: &Holdings| raw_frame(0x88, &postcard::to_stdvec(h).unwrap());
+    let ok = Holdings {
+        snapshots: vec![held_snapshot("acme/x")],
+        blobs: vec![held_blob("ab", 4)],
+        truncated: false,
+    };
+    assert!(decode::<Response>(&frame(&ok)).is_ok());
+    let lying = [
+        HeldBlob {
+            present: 5,
+            ..held_blob("ab", 0)
+        },
+        HeldBlob {
+            chunks: 3,
+            present: 3,
+            ..held_blob("ab", 0)
+        },
+        HeldBlob {
+            size: (MAX_CHUNKS + 1) * CHUNK_SIZE,
+            chunks: MAX_CHUNKS + 1,
+            present: 0,
+            ..held_blob("ab", 0)
+        },
+    ];
+    for blob in lying {
+        let h = Holdings {
+            blobs: vec![blob.clone()],
+            ..ok.clone()
+        };
+        assert!(
+            matches!(decode::<Response>(&frame(&h)), Err(WireError::Invalid(_))),
+            "{blob:?}"
+        );
+        assert!(encode(&Response::Holdings(h)).is_err(), "{blob:?}");
+    }
+    let too_many = Holdings {
+        snapshots: vec![held_snapshot("acme/x"); MAX_HELD_SNAPSHOTS + 1],
+        ..Holdings::default()
+    };
+    assert!(matches!(
+        decode::<Response>(&frame(&too_many)),
+        Err(WireError::Invalid(_))
+    ));
+    // A holdings request carries no body: any byte is left over.
+    assert!(matches!(
+        decode::<Request>(&raw_frame(0x06, &[0])),
+        Err(WireError::Malformed(_))
+    ));
+}
+
+#[test]
+fn holdings_are_capped_with_partial_blobs_first() {
+    let snapshots = (0..MAX_HELD_SNAPSHOTS + 2)
+        .map(|i| held_snapshot(&format!("acme/m{i}")))
+        .collect();
+    let mut blobs = vec![held_blob("ab", 4); MAX_HELD_BLOBS];
+    blobs.push(held_blob("cd", 2));
+    let h = Holdings::capped(snapshots, blobs);
+    assert!(h.truncated);
+    assert_eq!(h.snapshots.len(), MAX_HELD_SNAPSHOTS);
+    assert_eq!(h.snapshots[0].repo.as_str(), "acme/m0");
+    assert_eq!(h.blobs.len(), MAX_HELD_BLOBS);
+    assert_eq!(
+        h.blobs[0],
+        held_blob("cd", 2),
+        "the partial blob survives the cut"
+    );
+    assert!(!h.blobs[0].is_complete() && h.blobs[1].is_complete());
+    let small = Holdings::capped(vec![held_snapshot("acme/x")], vec![held_blob("ab", 1)]);
+    assert!(!small.truncated);
+    assert!(small.validate().is_ok());
 }
