@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::control;
+use super::evict::Evictor;
 use super::metrics::{Gauges, Metrics};
 use super::Node;
 use crate::config::Config;
@@ -49,6 +50,8 @@ pub struct Daemon {
     pub metrics: Metrics,
     /// The configuration it runs with.
     pub config: Config,
+    /// Quota, eviction and pins.
+    pub eviction: Evictor,
     preload: Mutex<Vec<PreloadState>>,
     inflight: Mutex<HashMap<String, SharedPull>>,
     started: Instant,
@@ -60,6 +63,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the node, the control API, the metrics endpoint and the preload.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        let eviction = Evictor::open(&config.node.state_dir)?;
         let node = Node::start(config.node.clone()).await?;
         let preload = config
             .preload
@@ -75,6 +79,7 @@ impl Daemon {
             node,
             metrics: Metrics::default(),
             config,
+            eviction,
             preload: Mutex::new(preload),
             inflight: Mutex::new(HashMap::new()),
             started: Instant::now(),
@@ -89,6 +94,7 @@ impl Daemon {
         }
         let d = daemon.clone();
         daemon.tasks.spawn(async move { d.run_preload().await });
+        daemon.tasks.spawn(daemon.clone().run_gc_timer());
         Ok(daemon)
     }
 
@@ -156,9 +162,11 @@ impl Daemon {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull.
+    /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull. Each
+    /// request counts as a use of the snapshot (for the eviction policy).
     pub async fn pull(self: &Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
         let key = what.to_string();
+        let (kind, id) = (what.kind, what.id.clone());
         let shared = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             inflight
@@ -174,10 +182,15 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
+        if let Ok(r) = &result {
+            self.record_use((kind, id, r.commit.clone())).await;
+        }
         result
     }
 
+    /// One pull; no eviction touches its repository meanwhile, and a policy pass follows it.
     async fn pull_once(self: Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
+        let pass = self.eviction.gate.pull(&(what.kind, what.id.clone())).await;
         self.metrics.pulls_in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self
@@ -197,6 +210,12 @@ impl Daemon {
             secs,
             result.is_ok(),
         );
+        drop(pass);
+        if let Ok(r) = &result {
+            let fresh = (what.kind, what.id.clone(), r.commit.clone());
+            let me = self.clone();
+            self.track(async move { me.auto_gc(Some(fresh)).await });
+        }
         result.map_err(|e| format!("{e:#}"))
     }
 
@@ -231,6 +250,8 @@ impl Daemon {
                 s.attempts += 1;
                 match result {
                     Ok(r) => {
+                        let id = (what.kind, what.id.clone(), r.commit.clone());
+                        self.eviction.preloaded(index, id);
                         s.state = "ready";
                         s.last_error = None;
                         println!("ready {what} {}", r.snapshot_dir.display());
@@ -269,9 +290,10 @@ impl Daemon {
         let counters = &self.node.mesh.counters;
         let stats = self.node.transfer.stats();
         let cache_dir = self.config.node.cache_dir.clone();
-        let cache_bytes = tokio::task::spawn_blocking(move || blob_bytes(&cache_dir))
-            .await
-            .unwrap_or(0);
+        let cache_bytes =
+            tokio::task::spawn_blocking(move || crate::cache::scan::usage(&cache_dir))
+                .await
+                .unwrap_or(0);
         Gauges {
             bytes_from_peers: counters.bytes_from_peers.load(Ordering::Relaxed),
             bytes_from_hub: counters.bytes_from_hub.load(Ordering::Relaxed),
@@ -284,22 +306,6 @@ impl Daemon {
             ready: self.ready(),
         }
     }
-}
-
-/// Bytes of every blob under `<cache>/*/blobs/` (each file counted once).
-fn blob_bytes(cache: &std::path::Path) -> u64 {
-    let Ok(repos) = std::fs::read_dir(cache) else {
-        return 0;
-    };
-    repos
-        .flatten()
-        .map(|r| r.path().join("blobs"))
-        .filter_map(|b| std::fs::read_dir(b).ok())
-        .flat_map(|d| d.flatten())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 async fn shutdown_signal() {

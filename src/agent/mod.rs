@@ -7,6 +7,8 @@ pub mod cli;
 pub mod control;
 /// The daemon: node, control API, metrics, preload, shutdown.
 pub mod daemon;
+/// Disk quota and eviction, pins.
+pub mod evict;
 /// Prometheus metrics.
 pub mod metrics;
 /// The composition root.

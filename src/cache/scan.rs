@@ -84,7 +84,7 @@ pub fn repo_folders(root: &Path) -> Vec<(RepoKind, RepoId)> {
 }
 
 /// The snapshots of one repository folder.
-fn repo_snapshots(root: &Path, kind: RepoKind, repo: &RepoId) -> Vec<CachedSnapshot> {
+pub fn repo_snapshots(root: &Path, kind: RepoKind, repo: &RepoId) -> Vec<CachedSnapshot> {
     let cache = RepoCache::new(root, kind, repo);
     cache
         .commits()

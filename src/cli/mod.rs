@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+/// Ops commands of the disk quota: pin, unpin, evict, gc.
+pub mod evict;
 /// Ops commands over the agent's control API.
 pub mod ops;
 /// `hfmesh pull`.
@@ -40,6 +42,15 @@ pub enum Command {
         #[command(flatten)]
         ops: ops::OpsArgs,
     },
+    /// Keep a snapshot held here out of eviction.
+    Pin(evict::SnapshotArgs),
+    /// Let a pinned snapshot be evicted again.
+    Unpin(evict::SnapshotArgs),
+    /// Remove a snapshot from this host's cache now (refused if pinned, preloaded or in use).
+    Evict(evict::SnapshotArgs),
+    /// Apply the eviction policy now: above the quota's high watermark, evict least recently
+    /// used snapshots down to the low watermark.
+    Gc(ops::OpsArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -66,6 +77,10 @@ pub fn main() -> std::process::ExitCode {
                 dataset,
                 ops: args,
             } => ops::who_has(&args, &repo, dataset).await,
+            Command::Pin(args) => evict::pin(&args, true).await,
+            Command::Unpin(args) => evict::pin(&args, false).await,
+            Command::Evict(args) => evict::evict(&args).await,
+            Command::Gc(args) => evict::gc(&args).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }

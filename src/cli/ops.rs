@@ -1,4 +1,5 @@
-//! Ops commands over the local agent's control API: `status`, `peers`, `holdings`, `who-has`.
+//! Ops commands over the local agent's control API: `status`, `peers`, `holdings`, `who-has`
+//! (the quota's commands are in `evict.rs`).
 //! Each prints a human table, or stable JSON with `--json`.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use crate::agent::control::{ErrorReport, PeerReport, SnapshotReport, StatusReport, WhoHasReport};
+use crate::agent::control::{ErrorReport, PeerReport, StatusReport, WhoHasReport};
+use crate::agent::evict::HoldingReport;
 use crate::progress::human_bytes;
 
 /// Where the agent's control socket is, and the output form.
@@ -169,14 +171,26 @@ fn print_peers(peers: &[PeerReport]) {
 
 /// `hfmesh holdings` (this node's snapshots).
 pub async fn holdings(args: &OpsArgs) -> anyhow::Result<()> {
-    let held: Vec<SnapshotReport> = call(&args.socket_path(), "GET", "/v1/holdings", None).await?;
+    let held: Vec<HoldingReport> = call(&args.socket_path(), "GET", "/v1/holdings", None).await?;
     if args.json {
         println!("{}", serde_json::to_string(&held)?);
         return Ok(());
     }
-    println!("{:<8} {:<48} COMMIT", "KIND", "REPO");
-    for s in held {
-        println!("{:<8} {:<48} {}", s.kind, s.repo, s.commit);
+    println!(
+        "{:<8} {:<40} {:<40} {:>10} {:<6} LAST USED",
+        "KIND", "REPO", "COMMIT", "SIZE", "PINNED"
+    );
+    for h in held {
+        let s = &h.snapshot;
+        println!(
+            "{:<8} {:<40} {:<40} {:>10} {:<6} {}",
+            s.kind,
+            s.repo,
+            s.commit,
+            human_bytes(h.size_bytes),
+            if h.pinned { "yes" } else { "no" },
+            super::evict::age(h.last_used_ms)
+        );
     }
     Ok(())
 }
