@@ -33,18 +33,6 @@ fn config(
     }
 }
 
-async fn ops_async(sock: &Path, args: &[&str]) -> serde_json::Value {
-    let (sock, args): (std::path::PathBuf, Vec<String>) = (
-        sock.to_path_buf(),
-        args.iter().map(|s| s.to_string()).collect(),
-    );
-    tokio::task::spawn_blocking(move || {
-        ops_json(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap()
-}
-
 async fn wait_ready(d: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !d.ready() {
