@@ -1,6 +1,6 @@
 //! Prometheus metrics, rendered by hand in the text exposition format (version 0.0.4): what a
 //! node pulled from peers and from the Hub per snapshot, what it served, verification failures,
-//! peers, pulls in flight and their durations, and cache usage.
+//! peers, pulls in flight and their durations, cache usage and evictions.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

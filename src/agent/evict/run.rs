@@ -2,11 +2,11 @@
 //! evictions, pins, and the automatic passes.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::inuse::{self, Holder};
+use super::inuse::{self, BlobFile, Holder};
 use super::plan::{self, Candidate, Limits, Protection};
 use super::{
     describe, snapshot_report, EvictError, EvictedReport, GcReport, ProtectedReport, GC_EVERY,
@@ -22,10 +22,8 @@ pub(super) struct Census {
     pub(super) snapshots: Vec<CachedSnapshot>,
     /// Blob bytes.
     pub(super) usage: u64,
-    /// Files local processes hold open or mapped (empty when not looked for).
-    open: HashMap<PathBuf, Holder>,
-    /// The cache root as `/proc` shows paths (symlinks resolved).
-    root: PathBuf,
+    /// Blobs local processes hold open or mapped (empty when not looked for).
+    open: HashMap<BlobFile, Holder>,
 }
 
 /// Runs blocking file-system work off the async threads.
@@ -133,7 +131,7 @@ impl Daemon {
         blocking(move || {
             let usage = scan::usage(&root);
             let open = if usage > high {
-                inuse::open_files(&root)
+                inuse::open_blobs()
             } else {
                 HashMap::new()
             };
@@ -148,7 +146,6 @@ impl Daemon {
                 snapshots,
                 usage,
                 open,
-                root: std::fs::canonicalize(&root).unwrap_or(root),
             }
         })
         .await
@@ -195,9 +192,13 @@ impl Daemon {
             let hint = format!("a pull of {} is running on this agent", id.1);
             return Some((Protection::InUse, hint));
         }
-        let layout = RepoCache::new(&census.root, id.0, &id.1).layout().clone();
+        if census.open.is_empty() {
+            return None;
+        }
+        let cache = RepoCache::new(&self.config.node.cache_dir, id.0, &id.1);
         s.blobs.iter().find_map(|(etag, _)| {
-            let holder = census.open.get(&layout.blob(etag))?;
+            let ino = std::fs::metadata(cache.layout().blob(etag)).ok()?.ino();
+            let holder = census.open.get(&(ino, etag.to_string()))?;
             let hint = format!("{holder} holds blobs/{etag} open");
             Some((Protection::InUse, hint))
         })
