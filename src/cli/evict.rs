@@ -18,6 +18,7 @@ pub struct SnapshotArgs {
     /// The repository is a dataset.
     #[arg(long)]
     pub dataset: bool,
+    /// The agent's socket and the output form.
     #[command(flatten)]
     pub ops: OpsArgs,
 }

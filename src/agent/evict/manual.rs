@@ -19,7 +19,7 @@ impl Daemon {
     pub async fn evict(&self, what: &RepoRef) -> Result<EvictReport, EvictError> {
         let id = self.resolve(what).await?;
         let _one = self.eviction.pass.lock().await;
-        let census = self.census(Some(&id), 0).await;
+        let census = self.census(Some(&id), 0).await?;
         let Some(s) = census.snapshots.first() else {
             return Err(EvictError::NotHeld {
                 what: describe(&id),
@@ -42,7 +42,7 @@ impl Daemon {
                 last_used_ms,
             },
             usage_before: census.usage,
-            usage_after: blocking(move || scan::usage(&root)).await,
+            usage_after: blocking(move || scan::usage(&root)).await?,
         })
     }
 
@@ -62,7 +62,7 @@ impl Daemon {
         }
         let book = self.eviction.book.clone();
         let key = id.clone();
-        let changed = blocking(move || book.set_pinned(&key, pinned)).await?;
+        let changed = blocking(move || book.set_pinned(&key, pinned)).await??;
         Ok(PinReport {
             snapshot: snapshot_report(&id),
             pinned,
@@ -73,7 +73,10 @@ impl Daemon {
     /// Records that a snapshot was pulled or asked for now; a failure to save is logged.
     pub async fn record_use(&self, id: SnapshotId) {
         let book = self.eviction.book.clone();
-        if let Err(e) = blocking(move || book.touch(&id, now_ms())).await {
+        if let Err(e) = blocking(move || book.touch(&id, now_ms()))
+            .await
+            .and_then(|r| r.map_err(EvictError::from))
+        {
             tracing::warn!(error = %e, "could not save the last-used time");
         }
     }

@@ -109,6 +109,9 @@ pub enum EvictError {
     /// The state file could not be written.
     #[error(transparent)]
     Book(#[from] BookError),
+    /// A background task failed (the runtime is shutting down, or it panicked).
+    #[error("a background task failed: {0}")]
+    Task(String),
     /// The cache tree could not be changed.
     #[error("cannot remove {what}: {source}")]
     Io {
@@ -126,7 +129,7 @@ impl EvictError {
             EvictError::NotHeld { .. } => 404,
             EvictError::Protected { .. } => 409,
             EvictError::Resolve { .. } => 502,
-            EvictError::Book(_) | EvictError::Io { .. } => 500,
+            EvictError::Book(_) | EvictError::Io { .. } | EvictError::Task(_) => 500,
         }
     }
 }

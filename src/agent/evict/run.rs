@@ -27,11 +27,12 @@ pub(super) struct Census {
 }
 
 /// Runs blocking file-system work off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EvictError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EvictError::Task(e.to_string()))
 }
 
 impl Daemon {
@@ -61,8 +62,11 @@ impl Daemon {
     /// the daemon stops.
     pub(crate) async fn run_gc_timer(self: Arc<Self>) {
         let root = self.config.node.cache_dir.clone();
-        if let Err(e) = blocking(move || crate::cache::remove::finish_interrupted(&root)).await {
-            tracing::warn!(error = %e, "could not finish an interrupted eviction");
+        let finished = blocking(move || crate::cache::remove::finish_interrupted(&root)).await;
+        match finished {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not finish an interrupted eviction"),
+            Err(e) => tracing::warn!(error = %e, "could not finish an interrupted eviction"),
         }
         if self.config.quota.is_none() {
             return;
@@ -80,7 +84,7 @@ impl Daemon {
         let _one = self.eviction.pass.lock().await;
         let Some(quota) = &self.config.quota else {
             let root = self.config.node.cache_dir.clone();
-            let usage = blocking(move || scan::usage(&root)).await;
+            let usage = blocking(move || scan::usage(&root)).await?;
             return Ok(GcReport {
                 quota: None,
                 usage_before: usage,
@@ -92,7 +96,7 @@ impl Daemon {
             });
         };
         let limits = Limits::of(quota);
-        let census = self.census(None, limits.high_bytes).await;
+        let census = self.census(None, limits.high_bytes).await?;
         let candidates = self.candidates(&census, fresh);
         let plan = plan::plan(&candidates, census.usage, limits);
         let mut report = GcReport {
@@ -119,13 +123,17 @@ impl Daemon {
         }
         report.freed_bytes = report.evicted.iter().map(|e| e.freed_bytes).sum();
         let root = self.config.node.cache_dir.clone();
-        report.usage_after = blocking(move || scan::usage(&root)).await;
+        report.usage_after = blocking(move || scan::usage(&root)).await?;
         Ok(report)
     }
 
     /// Scans the tree (only `only`'s repository when given); looks for open files only when
     /// usage is above `high` (that reads all of `/proc`).
-    pub(super) async fn census(&self, only: Option<&SnapshotId>, high: u64) -> Census {
+    pub(super) async fn census(
+        &self,
+        only: Option<&SnapshotId>,
+        high: u64,
+    ) -> Result<Census, EvictError> {
         let root = self.config.node.cache_dir.clone();
         let only = only.cloned();
         blocking(move || {
@@ -242,11 +250,14 @@ impl Daemon {
             store.remove_manifest(i.0, &i.1, &i.2)?;
             Ok(removed)
         })
-        .await
+        .await?
         .map_err(|source| EvictError::Io { what, source })?;
         let book = self.eviction.book.clone();
         let id2 = id.clone();
-        if let Err(e) = blocking(move || book.forget(&id2)).await {
+        if let Err(e) = blocking(move || book.forget(&id2))
+            .await
+            .and_then(|r| r.map_err(EvictError::from))
+        {
             tracing::warn!(error = %e, "could not update the last-used times");
         }
         self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
