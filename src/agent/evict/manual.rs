@@ -25,7 +25,7 @@ impl Daemon {
                 what: describe(&id),
             });
         };
-        if let Some((why, hint)) = self.protection(&id, s, &census, &self.preloaded_ids()) {
+        if let Some((why, hint)) = self.protection(&id, &census, &self.preloaded_ids()) {
             return Err(EvictError::Protected {
                 what: describe(&id),
                 why,

@@ -22,8 +22,9 @@ pub(super) struct Census {
     pub(super) snapshots: Vec<CachedSnapshot>,
     /// Blob bytes.
     pub(super) usage: u64,
-    /// Blobs local processes hold open or mapped (empty when not looked for).
-    open: HashMap<BlobFile, Holder>,
+    /// The snapshots a local process holds a blob of open or mapped, and who (looked for only
+    /// when usage is above the high watermark, or for a single eviction).
+    held_open: HashMap<SnapshotId, String>,
 }
 
 /// Runs blocking file-system work off the async threads.
@@ -138,22 +139,22 @@ impl Daemon {
         let only = only.cloned();
         blocking(move || {
             let usage = scan::usage(&root);
-            let open = if usage > high {
-                inuse::open_blobs()
-            } else {
-                HashMap::new()
-            };
-            let snapshots = match only {
+            let snapshots: Vec<CachedSnapshot> = match only {
                 Some((kind, repo, commit)) => scan::repo_snapshots(&root, kind, &repo)
                     .into_iter()
                     .filter(|s| s.commit == commit)
                     .collect(),
                 None => scan::snapshots(&root),
             };
+            let held_open = if usage > high {
+                held_open(&root, &snapshots, &inuse::open_blobs())
+            } else {
+                HashMap::new()
+            };
             Census {
                 snapshots,
                 usage,
-                open,
+                held_open,
             }
         })
         .await
@@ -169,7 +170,7 @@ impl Daemon {
                 let protection = if fresh == Some(&id) {
                     Some(Protection::JustPulled)
                 } else {
-                    self.protection(&id, s, census, &preloaded).map(|(p, _)| p)
+                    self.protection(&id, census, &preloaded).map(|(p, _)| p)
                 };
                 Candidate {
                     last_used_ms: self.eviction.book.last_used(&id).unwrap_or(s.modified_ms),
@@ -185,7 +186,6 @@ impl Daemon {
     pub(super) fn protection(
         &self,
         id: &SnapshotId,
-        s: &CachedSnapshot,
         census: &Census,
         preloaded: &BTreeSet<SnapshotId>,
     ) -> Option<(Protection, String)> {
@@ -200,16 +200,8 @@ impl Daemon {
             let hint = format!("a pull of {} is running on this agent", id.1);
             return Some((Protection::InUse, hint));
         }
-        if census.open.is_empty() {
-            return None;
-        }
-        let cache = RepoCache::new(&self.config.node.cache_dir, id.0, &id.1);
-        s.blobs.iter().find_map(|(etag, _)| {
-            let ino = std::fs::metadata(cache.layout().blob(etag)).ok()?.ino();
-            let holder = census.open.get(&(ino, etag.to_string()))?;
-            let hint = format!("{holder} holds blobs/{etag} open");
-            Some((Protection::InUse, hint))
-        })
+        let hint = census.held_open.get(id)?;
+        Some((Protection::InUse, hint.clone()))
     }
 
     /// The snapshots the preload list stands for: what each entry resolved to when it became
@@ -281,6 +273,29 @@ fn protected_reports(candidates: &[Candidate], triggered: bool) -> Vec<Protected
                 snapshot: snapshot_report(&c.id),
                 reason: c.protection?,
             })
+        })
+        .collect()
+}
+
+/// The snapshots with a blob in `open`, each with who holds it (blocking: stats each blob).
+fn held_open(
+    root: &std::path::Path,
+    snapshots: &[CachedSnapshot],
+    open: &HashMap<BlobFile, Holder>,
+) -> HashMap<SnapshotId, String> {
+    if open.is_empty() {
+        return HashMap::new();
+    }
+    snapshots
+        .iter()
+        .filter_map(|s| {
+            let cache = RepoCache::new(root, s.kind, &s.repo);
+            let hint = s.blobs.iter().find_map(|(etag, _)| {
+                let ino = std::fs::metadata(cache.layout().blob(etag)).ok()?.ino();
+                let holder = open.get(&(ino, etag.to_string()))?;
+                Some(format!("{holder} holds blobs/{etag} open"))
+            })?;
+            Some(((s.kind, s.repo.clone(), s.commit.clone()), hint))
         })
         .collect()
 }
