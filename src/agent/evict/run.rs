@@ -1,5 +1,5 @@
-//! The daemon's side of eviction: candidates from the cache tree, the policy applied, single
-//! evictions, pins, and the automatic passes.
+//! The daemon's side of the policy: candidates from the cache tree, a pass (`gc`), the automatic
+//! passes, and removing one snapshot.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
