@@ -295,3 +295,59 @@ async fn a_tree_pulled_from_peers_passes_the_same_checks_as_a_hub_pull() {
     puller.shutdown().await;
     holder.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huggingface_hub_reads_a_tree_after_an_eviction() {
+    use hfmesh::cache::RepoCache;
+    use hfmesh::repo::{RepoId, RepoKind, Revision};
+
+    let (_root, hub) = start_hub().await;
+    let work = tempfile::tempdir().unwrap();
+    let (cache, home) = (work.path().join("hub"), work.path().join("home"));
+    // main and experimental share their weights; the tag v1.0 is experimental's commit.
+    for spec in [
+        "acme/example",
+        "acme/example:experimental",
+        "acme/example:v1.0",
+    ] {
+        let out = pull_cli_async(&hub.url(), &cache, &[spec]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let repo = RepoCache::new(
+        &cache,
+        RepoKind::Model,
+        &RepoId::parse("acme/example").unwrap(),
+    );
+    let rev = |r: &str| Revision::parse(r).unwrap();
+    let exp = repo.read_ref(&rev("experimental")).unwrap();
+    let removed = repo.remove_snapshot(&exp).unwrap();
+    assert_eq!(
+        removed.freed_bytes, 9,
+        "only its config.json: main keeps the weights"
+    );
+    assert_eq!(repo.read_ref(&rev("v1.0")), None);
+    assert!(repo.read_ref(&rev("main")).is_some());
+
+    // Offline: the rest loads, and scan_cache_dir() has no complaint (a ref to the removed
+    // snapshot would be one).
+    hub.shutdown().await;
+    let report = run_python(
+        &home,
+        "http://127.0.0.1:9",
+        &[
+            "offline",
+            &cache.to_string_lossy(),
+            "acme/example",
+            "--type",
+            "model",
+            "--revision",
+            "main",
+        ],
+    )
+    .await;
+    assert!(report.contains(", 0 problems"), "{report}");
+}

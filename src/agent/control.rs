@@ -6,7 +6,7 @@
 //! - `GET /v1/ready`: 200 when every preloaded snapshot is present, else 503 with the list.
 //! - `GET /v1/status`: node id, addresses, topology, uptime, preload, counters, snapshots held.
 //! - `GET /v1/peers`: known peers with topology, RTT and bytes each way.
-//! - `GET /v1/holdings`: snapshots held here (a list of `SnapshotReport`).
+//! - `GET /v1/holdings`: snapshots held here, with size, pin and last use.
 //! - `GET /v1/holdings?peer=ID`: what one node holds, asked live over the transfer protocol:
 //!   complete snapshots (files, bytes) and blobs (chunks present of total), as a
 //!   `NodeHoldingsReport`. `ID` is a node id or a unique suffix of one (this node's included);
@@ -23,6 +23,13 @@
 //! - `POST /v1/verify` `{"repo": "ORG/NAME[:REV]" | null, "dataset": false, "repair": true}`:
 //!   re-hash those snapshots (all when `repo` is null) and refetch damaged files through the
 //!   mesh; answers the verify report.
+//! - `POST /v1/pin`, `POST /v1/unpin` `{"repo": "ORG/NAME[:REV]", "dataset": false}`: keep a
+//!   snapshot held here out of eviction, or let it go again (the revision is resolved through the
+//!   local refs first, then the Hub); 404 when pinning a snapshot not held here.
+//! - `POST /v1/evict` (same body): remove that snapshot now; 409 when it is pinned, preloaded
+//!   or in use, 404 when it is not held here.
+//! - `POST /v1/gc`: apply the eviction policy now (only above the high watermark of the
+//!   quota; with no quota, nothing); answers what was evicted and the bytes freed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +42,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::daemon::{Daemon, PreloadState};
+use super::evict::{EvictError, HoldingReport};
 use super::{holdings, pull_stream};
 use crate::discovery::{ContentKey, Discovery};
 use crate::repo::{RepoKind, RepoRef};
@@ -123,7 +131,7 @@ pub struct PeerReport {
 }
 
 /// One snapshot in `GET /v1/holdings` and `GET /v1/who-has`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotReport {
     /// `model` or `dataset`.
     pub kind: String,
@@ -209,6 +217,10 @@ pub async fn serve_control(daemon: Arc<Daemon>) -> anyhow::Result<()> {
         .route("/v1/who-has", get(who_has))
         .route("/v1/pull", post(pull))
         .route("/v1/verify", post(verify))
+        .route("/v1/pin", post(pin))
+        .route("/v1/unpin", post(unpin))
+        .route("/v1/evict", post(evict))
+        .route("/v1/gc", post(gc))
         .with_state(daemon.clone());
     let stop = daemon.stopping();
     daemon.track(async move {
@@ -339,18 +351,14 @@ async fn holdings(State(d): State<Arc<Daemon>>, Query(q): Query<HoldingsQuery>) 
     }
 }
 
-/// The snapshots held here, as `GET /v1/holdings` has always answered.
-fn local_snapshots(d: &Daemon) -> Vec<SnapshotReport> {
+/// The snapshots held here, with size, pin and last use.
+fn local_snapshots(d: &Daemon) -> Vec<HoldingReport> {
     d.node
         .mesh
         .store
         .snapshots()
-        .into_iter()
-        .map(|(kind, repo, commit)| SnapshotReport {
-            kind: kind.to_string(),
-            repo: repo.to_string(),
-            commit: commit.to_string(),
-        })
+        .iter()
+        .map(|id| d.holding(id))
         .collect()
 }
 
@@ -436,5 +444,47 @@ async fn verify(
     match d.verify(&req).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+fn evict_error(e: EvictError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, e.to_string())
+}
+
+async fn pin(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Response {
+    set_pinned(d, req, true).await
+}
+
+async fn unpin(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Response {
+    set_pinned(d, req, false).await
+}
+
+async fn set_pinned(d: Arc<Daemon>, req: PullRequest, pinned: bool) -> Response {
+    let what = match parse_ref(&req.repo, req.dataset) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match d.set_pinned(&what, pinned).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => evict_error(e),
+    }
+}
+
+async fn evict(State(d): State<Arc<Daemon>>, Json(req): Json<PullRequest>) -> Response {
+    let what = match parse_ref(&req.repo, req.dataset) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match d.evict(&what).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => evict_error(e),
+    }
+}
+
+async fn gc(State(d): State<Arc<Daemon>>) -> Response {
+    match d.gc().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => evict_error(e),
     }
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::control;
+use super::evict::Evictor;
 use super::metrics::{Gauges, Metrics};
 use super::pending::Pending;
 use super::Node;
@@ -67,6 +68,8 @@ pub struct Daemon {
     pub metrics: Metrics,
     /// The configuration it runs with.
     pub config: Config,
+    /// Quota, eviction and pins.
+    pub eviction: Evictor,
     preload: Mutex<Vec<PreloadState>>,
     inflight: Mutex<HashMap<String, Inflight>>,
     next_pull: std::sync::atomic::AtomicU64,
@@ -80,6 +83,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the node, the control API, the metrics endpoint and the preload.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        let eviction = Evictor::open(&config.node.state_dir)?;
         let node = Node::start(config.node.clone()).await?;
         let pending = Pending::new(&config.node.state_dir);
         let preload = config
@@ -96,6 +100,7 @@ impl Daemon {
             node,
             metrics: Metrics::default(),
             config,
+            eviction,
             preload: Mutex::new(preload),
             inflight: Mutex::new(HashMap::new()),
             next_pull: std::sync::atomic::AtomicU64::new(0),
@@ -112,6 +117,7 @@ impl Daemon {
         }
         let d = daemon.clone();
         daemon.tasks.spawn(async move { d.run_preload().await });
+        daemon.tasks.spawn(daemon.clone().run_gc_timer());
         for what in daemon.pending.list() {
             tracing::info!(%what, "resuming a pull interrupted by the last stop");
             let d = daemon.clone();
@@ -188,7 +194,8 @@ impl Daemon {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull.
+    /// Pulls through the mesh. Concurrent requests for the same snapshot share one pull. Each
+    /// request counts as a use of the snapshot (for the eviction policy).
     pub async fn pull(self: &Arc<Self>, what: RepoRef) -> Result<MeshReport, String> {
         self.join_pull(what).result.await
     }
@@ -197,6 +204,7 @@ impl Daemon {
     /// snapshot share one pull and one progress.
     pub fn join_pull(self: &Arc<Self>, what: RepoRef) -> JoinedPull {
         let key = what.to_string();
+        let used = (what.kind, what.id.clone());
         let entry = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
             inflight
@@ -221,9 +229,18 @@ impl Daemon {
                 })
                 .clone()
         };
+        let me = self.clone();
+        let pull = entry.pull;
+        let result = async move {
+            let result = pull.await;
+            if let Ok(r) = &result {
+                me.record_use((used.0, used.1, r.commit.clone())).await;
+            }
+            result
+        };
         JoinedPull {
             progress: entry.progress,
-            result: entry.pull.boxed(),
+            result: result.boxed(),
         }
     }
 
@@ -236,7 +253,8 @@ impl Daemon {
     }
 
     /// One pull through the mesh, recorded as pending while it runs so that a stop (or a crash)
-    /// leaves it to be resumed at the next start.
+    /// leaves it to be resumed at the next start. No eviction touches its repository meanwhile,
+    /// and a policy pass follows it.
     async fn pull_once(
         self: Arc<Self>,
         what: RepoRef,
@@ -245,6 +263,7 @@ impl Daemon {
         if let Err(e) = self.pending.add(&what) {
             tracing::warn!(%what, error = %e, "cannot record the pull; a restart will not resume it");
         }
+        let pass = self.eviction.gate.pull(&(what.kind, what.id.clone())).await;
         self.metrics.pulls_in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = tokio::select! {
@@ -268,6 +287,12 @@ impl Daemon {
             secs,
             result.is_ok(),
         );
+        drop(pass);
+        if let Ok(r) = &result {
+            let fresh = (what.kind, what.id.clone(), r.commit.clone());
+            let me = self.clone();
+            self.track(async move { me.auto_gc(Some(fresh)).await });
+        }
         result.map_err(|e| format!("{e:#}"))
     }
 
@@ -302,6 +327,8 @@ impl Daemon {
                 s.attempts += 1;
                 match result {
                     Ok(r) => {
+                        let id = (what.kind, what.id.clone(), r.commit.clone());
+                        self.eviction.preloaded(index, id);
                         s.state = "ready";
                         s.last_error = None;
                         println!("ready {what} {}", r.snapshot_dir.display());
@@ -340,9 +367,10 @@ impl Daemon {
         let counters = &self.node.mesh.counters;
         let stats = self.node.transfer.stats();
         let cache_dir = self.config.node.cache_dir.clone();
-        let cache_bytes = tokio::task::spawn_blocking(move || blob_bytes(&cache_dir))
-            .await
-            .unwrap_or(0);
+        let cache_bytes =
+            tokio::task::spawn_blocking(move || crate::cache::scan::usage(&cache_dir))
+                .await
+                .unwrap_or(0);
         Gauges {
             bytes_from_peers: counters.bytes_from_peers.load(Ordering::Relaxed),
             bytes_from_hub: counters.bytes_from_hub.load(Ordering::Relaxed),
@@ -356,22 +384,6 @@ impl Daemon {
             hub_requests: self.node.mesh.hub.request_stats().snapshot(),
         }
     }
-}
-
-/// Bytes of every blob under `<cache>/*/blobs/` (each file counted once).
-fn blob_bytes(cache: &std::path::Path) -> u64 {
-    let Ok(repos) = std::fs::read_dir(cache) else {
-        return 0;
-    };
-    repos
-        .flatten()
-        .map(|r| r.path().join("blobs"))
-        .filter_map(|b| std::fs::read_dir(b).ok())
-        .flat_map(|d| d.flatten())
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 async fn shutdown_signal() {

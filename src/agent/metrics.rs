@@ -1,7 +1,7 @@
 //! Prometheus metrics, rendered by hand in the text exposition format (version 0.0.4): what a
 //! node pulled from peers and from the Hub per snapshot, what it served, verification failures,
-//! peers, pulls in flight and their durations, cache usage, and requests to the Hub by operation
-//! and outcome.
+//! peers, pulls in flight and their durations, cache usage, evictions, and requests to the Hub by
+//! operation and outcome.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +17,10 @@ pub struct Metrics {
     pub pulls_in_flight: AtomicU64,
     /// Damaged files `verify` found in the local tree.
     pub verify_damage: AtomicU64,
+    /// Snapshots evicted since start.
+    pub evictions: AtomicU64,
+    /// Blob bytes freed by evictions since start.
+    pub evicted_bytes: AtomicU64,
     pulls: Mutex<PullStats>,
 }
 
@@ -145,6 +149,18 @@ impl Metrics {
             &one(u64::from(g.ready)),
         );
         metric(
+            "hfmesh_evictions_total",
+            "counter",
+            "Snapshots evicted from the cache tree.",
+            &one(self.evictions.load(Ordering::Relaxed)),
+        );
+        metric(
+            "hfmesh_evicted_bytes_total",
+            "counter",
+            "Blob bytes freed by evictions.",
+            &one(self.evicted_bytes.load(Ordering::Relaxed)),
+        );
+        metric(
             "hfmesh_pulls_in_flight",
             "gauge",
             "Pulls running now.",
@@ -224,6 +240,8 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_labels() {
         let m = Metrics::default();
+        m.evictions.store(2, Ordering::Relaxed);
+        m.evicted_bytes.store(4096, Ordering::Relaxed);
         m.pull_done("model", "acme/x", 10, 5, 1.5, true);
         let text = m.render(&Gauges {
             bytes_from_peers: 10,
@@ -247,6 +265,8 @@ mod tests {
         ));
         assert!(text.contains("hfmesh_pull_duration_seconds_count{outcome=\"ok\"} 1\n"));
         assert!(text.contains("hfmesh_ready 1\n"));
+        assert!(text.contains("# TYPE hfmesh_evictions_total counter\nhfmesh_evictions_total 2\n"));
+        assert!(text.contains("hfmesh_evicted_bytes_total 4096\n"));
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

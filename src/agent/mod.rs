@@ -7,6 +7,8 @@ pub mod cli;
 pub mod control;
 /// The daemon: node, control API, metrics, preload, shutdown.
 pub mod daemon;
+/// Disk quota and eviction, pins.
+pub mod evict;
 /// Live cluster holdings: what this node and its peers hold, asked over the network.
 pub mod holdings;
 /// Prometheus metrics.

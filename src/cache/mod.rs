@@ -12,6 +12,10 @@ pub mod fsutil;
 pub mod layout;
 /// Per-blob file locks shared with `huggingface_hub`.
 pub mod lock;
+/// Crash-safe removal of a snapshot and the blobs only it names.
+pub mod remove;
+/// What the tree holds, read from disk: snapshots, the blobs they name, bytes used.
+pub mod scan;
 /// `trees/<commit>.json`, byte-identical to `huggingface_hub`'s.
 pub mod tree_json;
 /// Re-hashing snapshots and taking damaged blobs out of the tree.

@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+/// Ops commands of the disk quota: pin, unpin, evict, gc.
+pub mod evict;
 /// Ops commands over the agent's control API.
 pub mod ops;
 /// `hfmesh pull`.
@@ -45,6 +47,15 @@ pub enum Command {
     },
     /// Re-hash the local cache tree, report damage and repair it (from the mesh through the agent).
     Verify(verify::VerifyArgs),
+    /// Keep a snapshot held here out of eviction.
+    Pin(evict::SnapshotArgs),
+    /// Let a pinned snapshot be evicted again.
+    Unpin(evict::SnapshotArgs),
+    /// Remove a snapshot from this host's cache now (refused if pinned, preloaded or in use).
+    Evict(evict::SnapshotArgs),
+    /// Apply the eviction policy now: above the quota's high watermark, evict least recently
+    /// used snapshots down to the low watermark.
+    Gc(ops::OpsArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -72,6 +83,10 @@ pub fn main() -> std::process::ExitCode {
                 ops: args,
             } => ops::who_has(&args, &repo, dataset).await,
             Command::Verify(args) => verify::run(args).await,
+            Command::Pin(args) => evict::pin(&args, true).await,
+            Command::Unpin(args) => evict::pin(&args, false).await,
+            Command::Evict(args) => evict::evict(&args).await,
+            Command::Gc(args) => evict::gc(&args).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }

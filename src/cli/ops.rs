@@ -1,6 +1,6 @@
 //! Ops commands over the local agent's control API: `status`, `peers`, `holdings` (this node's
-//! snapshots, or live per-node holdings with `--peer` / `--all`), `who-has`. Each prints a human
-//! table, or stable JSON with `--json`.
+//! snapshots, or live per-node holdings with `--peer` / `--all`), `who-has` (the quota's commands
+//! are in `evict.rs`). Each prints a human table, or stable JSON with `--json`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use crate::agent::control::{ErrorReport, PeerReport, SnapshotReport, StatusReport, WhoHasReport};
+use crate::agent::control::{ErrorReport, PeerReport, StatusReport, WhoHasReport};
+use crate::agent::evict::HoldingReport;
 use crate::agent::holdings::NodeHoldingsReport;
 use crate::progress::human_bytes;
 
@@ -221,11 +222,23 @@ pub async fn holdings(args: &HoldingsArgs) -> anyhow::Result<()> {
             nodes.iter().for_each(print_node_holdings)
         });
     }
-    let held: Vec<SnapshotReport> = call(&socket, "GET", "/v1/holdings", None).await?;
+    let held: Vec<HoldingReport> = call(&socket, "GET", "/v1/holdings", None).await?;
     print_json_or(args.ops.json, &held, || {
-        println!("{:<8} {:<48} COMMIT", "KIND", "REPO");
-        for s in &held {
-            println!("{:<8} {:<48} {}", s.kind, s.repo, s.commit);
+        println!(
+            "{:<8} {:<40} {:<40} {:>10} {:<6} LAST USED",
+            "KIND", "REPO", "COMMIT", "SIZE", "PINNED"
+        );
+        for h in &held {
+            let s = &h.snapshot;
+            println!(
+                "{:<8} {:<40} {:<40} {:>10} {:<6} {}",
+                s.kind,
+                s.repo,
+                s.commit,
+                human_bytes(h.size_bytes),
+                if h.pinned { "yes" } else { "no" },
+                super::evict::age(h.last_used_ms)
+            );
         }
     })
 }

@@ -38,6 +38,8 @@ enum Blob {
 #[derive(Default)]
 struct Inner {
     snapshots: HashMap<SnapshotId, SignedManifest>,
+    /// The blobs each snapshot names.
+    names: HashMap<SnapshotId, Vec<Etag>>,
     blobs: HashMap<Etag, Blob>,
 }
 
@@ -85,6 +87,11 @@ impl LocalStore {
 
     fn manifest_dir(&self) -> PathBuf {
         self.state_dir.join("manifests")
+    }
+
+    fn manifest_path(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> PathBuf {
+        self.manifest_dir()
+            .join(format!("{}--{commit}.manifest", repo.folder_name(kind)))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -155,14 +162,9 @@ impl LocalStore {
     /// A snapshot is complete: keep its signed manifest (persisted, so it survives a restart),
     /// and serve every blob it names.
     pub fn complete_snapshot(&self, manifest: &Manifest, signed: SignedManifest) -> io::Result<()> {
-        let name = format!(
-            "{}--{}.manifest",
-            manifest.repo.folder_name(manifest.kind),
-            manifest.commit
-        );
+        let path = self.manifest_path(manifest.kind, &manifest.repo, &manifest.commit);
         let bytes = postcard::to_stdvec(&signed).map_err(io::Error::other)?;
-        let dir = self.manifest_dir();
-        fsutil::write_atomic(&self.state_dir.join("tmp"), &dir.join(name), &bytes)?;
+        fsutil::write_atomic(&self.state_dir.join("tmp"), &path, &bytes)?;
         self.register_snapshot(manifest, signed);
         Ok(())
     }
@@ -182,11 +184,75 @@ impl LocalStore {
                 },
             );
         }
-        inner
-            .snapshots
-            .insert((m.kind, m.repo.clone(), m.commit.clone()), signed);
+        let id = (m.kind, m.repo.clone(), m.commit.clone());
+        let names = m.files.iter().map(|f| f.entry.etag.clone()).collect();
+        inner.names.insert(id.clone(), names);
+        inner.snapshots.insert(id, signed);
         drop(inner);
         self.changed.notify_one();
+    }
+
+    /// Forgets a snapshot that leaves the cache: it is no longer served, nor is any complete
+    /// blob of its repository that no other held snapshot names (the announce loop then
+    /// withdraws their DHT records). A blob another held snapshot names stays, served from that
+    /// snapshot's repository; a blob still arriving (a pull in progress) is left to its pull.
+    /// The persisted manifest stays until [`LocalStore::remove_manifest`], so that a crash
+    /// before the snapshot left the disk serves it again at the next start. Returns whether the
+    /// snapshot was held.
+    pub fn forget_snapshot(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> bool {
+        let id = (kind, repo.clone(), commit.clone());
+        let gone_dir = RepoCache::new(&self.cache_root, kind, repo)
+            .layout()
+            .repo_dir();
+        let mut inner = self.lock();
+        let held = inner.snapshots.remove(&id).is_some();
+        for etag in inner.names.remove(&id).unwrap_or_default() {
+            let keeper = inner
+                .names
+                .iter()
+                .find(|(_, names)| names.contains(&etag))
+                .map(|((k, r, _), _)| RepoCache::new(&self.cache_root, *k, r));
+            let Some(Blob::Complete { path, .. }) = inner.blobs.get_mut(&etag) else {
+                continue;
+            };
+            if !path.starts_with(&gone_dir) {
+                continue;
+            }
+            match keeper {
+                Some(cache) => *path = cache.layout().blob(&etag),
+                None => {
+                    inner.blobs.remove(&etag);
+                }
+            }
+        }
+        drop(inner);
+        self.changed.notify_one();
+        held
+    }
+
+    /// Deletes the persisted manifest of a snapshot that left the cache (absent is fine).
+    pub fn remove_manifest(
+        &self,
+        kind: RepoKind,
+        repo: &RepoId,
+        commit: &CommitId,
+    ) -> io::Result<()> {
+        match fs::remove_file(self.manifest_path(kind, repo, commit)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes of the distinct blobs a held snapshot names.
+    pub fn snapshot_bytes(&self, kind: RepoKind, repo: &RepoId, commit: &CommitId) -> Option<u64> {
+        let inner = self.lock();
+        let names = inner.names.get(&(kind, repo.clone(), commit.clone()))?;
+        let distinct: std::collections::BTreeSet<&Etag> = names.iter().collect();
+        let size = |e: &Etag| match inner.blobs.get(e) {
+            Some(Blob::Complete { size, .. }) => *size,
+            _ => 0,
+        };
+        Some(distinct.into_iter().map(size).sum())
     }
 
     /// The complete snapshots held here.
@@ -327,6 +393,83 @@ mod tests {
     use crate::manifest::{FileEntry, ManifestFile, MANIFEST_VERSION};
     use crate::node::NodeKey;
     use crate::repo::RepoPath;
+
+    /// Puts a one-file snapshot of `repo` at `commit` in the tree and in the store.
+    fn hold(store: &LocalStore, cache: &Path, repo: &str, commit: char, data: &[u8]) -> Etag {
+        let id = RepoId::parse(repo).unwrap();
+        let commit = CommitId::parse(&commit.to_string().repeat(40)).unwrap();
+        let etag = crate::etag::sha256(data);
+        let rc = RepoCache::new(cache, RepoKind::Model, &id);
+        let staged = cache.join("staged");
+        fs::create_dir_all(cache).unwrap();
+        fs::write(&staged, data).unwrap();
+        let path = rc.commit_blob(&staged, &etag).unwrap();
+        let entry = FileEntry {
+            path: RepoPath::parse("w.bin").unwrap(),
+            size: data.len() as u64,
+            etag: etag.clone(),
+            blob_id: "0".repeat(40),
+            lfs: true,
+        };
+        rc.assemble_snapshot(&commit, std::slice::from_ref(&entry))
+            .unwrap();
+        let h = *blake3::hash(data).as_bytes();
+        store.complete_blob(&etag, path, data.len() as u64, Arc::new(vec![h]));
+        let m = Manifest {
+            version: MANIFEST_VERSION,
+            kind: RepoKind::Model,
+            repo: id,
+            commit,
+            chunk_size: crate::store::CHUNK_SIZE,
+            files: vec![ManifestFile {
+                entry,
+                chunks: vec![h],
+            }],
+        };
+        let signed = SignedManifest::sign(&m, &NodeKey::generate());
+        store.complete_snapshot(&m, signed).unwrap();
+        etag
+    }
+
+    #[test]
+    fn a_forgotten_snapshot_and_its_unshared_blobs_are_no_longer_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, state) = (dir.path().join("hub"), dir.path().join("state"));
+        let store = LocalStore::open(&cache, &state).unwrap();
+        let shared = hold(&store, &cache, "acme/a", '1', b"same bytes");
+        assert_eq!(hold(&store, &cache, "acme/b", '2', b"same bytes"), shared);
+        let own = hold(&store, &cache, "acme/a", '3', b"only a");
+        assert_eq!(store.content_keys().len(), 3 + 2);
+        let (a, b) = (
+            RepoId::parse("acme/a").unwrap(),
+            RepoId::parse("acme/b").unwrap(),
+        );
+        let c = |ch: char| CommitId::parse(&ch.to_string().repeat(40)).unwrap();
+
+        // The last registration of the shared blob was acme/b's copy; forgetting acme/b
+        // re-points it at acme/a's copy, which stays served.
+        assert_eq!(store.snapshot_bytes(RepoKind::Model, &b, &c('2')), Some(10));
+        assert!(store.forget_snapshot(RepoKind::Model, &b, &c('2')));
+        std::fs::remove_dir_all(cache.join("models--acme--b")).unwrap();
+        store.remove_manifest(RepoKind::Model, &b, &c('2')).unwrap();
+        assert_eq!(
+            store.read_chunk(&shared, 0).unwrap().unwrap(),
+            b"same bytes"
+        );
+        assert!(store.forget_snapshot(RepoKind::Model, &a, &c('3')));
+        store.remove_manifest(RepoKind::Model, &a, &c('3')).unwrap();
+        assert_eq!(store.have(&own), None);
+        assert_eq!(store.manifest(RepoKind::Model, &a, &c('3')), None);
+        let keys = store.content_keys();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(keys.contains(&ContentKey::Blob(shared.clone())));
+        assert!(!store.forget_snapshot(RepoKind::Model, &a, &c('3')));
+        assert_eq!(store.snapshot_bytes(RepoKind::Model, &a, &c('3')), None);
+
+        // The manifests are gone from the state directory: a restart does not bring them back.
+        let again = LocalStore::open(&cache, &state).unwrap();
+        assert_eq!(again.snapshots(), vec![(RepoKind::Model, a, c('1'))]);
+    }
 
     #[test]
     fn serves_partial_and_complete_blobs_and_remembers_snapshots() {

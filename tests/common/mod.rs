@@ -249,6 +249,19 @@ pub fn ops_json(sock: &Path, args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// [`ops_json`] on the blocking pool, for async tests.
+pub async fn ops_async(sock: &Path, args: &[&str]) -> serde_json::Value {
+    let (sock, args): (PathBuf, Vec<String>) = (
+        sock.to_path_buf(),
+        args.iter().map(|s| s.to_string()).collect(),
+    );
+    tokio::task::spawn_blocking(move || {
+        ops_json(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
 /// Asserts that `snapshot` holds the whole `acme/medium` model file.
 pub fn assert_medium_model(snapshot: &Path) {
     let len = std::fs::metadata(snapshot.join("model.safetensors"))
@@ -283,19 +296,6 @@ pub fn agent_config(
         hf_user: None,
         node,
     }
-}
-
-/// [`ops_json`] from async code.
-pub async fn ops_async(sock: &Path, args: &[&str]) -> serde_json::Value {
-    let (sock, args): (std::path::PathBuf, Vec<String>) = (
-        sock.to_path_buf(),
-        args.iter().map(|s| s.to_string()).collect(),
-    );
-    tokio::task::spawn_blocking(move || {
-        ops_json(&sock, &args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap()
 }
 
 /// Waits (bounded) until the agent `d` has its whole preload.
