@@ -320,3 +320,80 @@ async fn an_agent_stopped_mid_pull_resumes_it_when_it_starts_again() {
     .await
     .unwrap();
 }
+
+/// Runs an agent with `HFMESH_LOG=info` and `HFMESH_LOG_FORMAT=format` until SIGTERM; answers
+/// its stderr lines.
+fn agent_log_lines(dir: &Path, format: &str) -> Vec<String> {
+    let root = dir.join(format!("log-{format}"));
+    let mut child = hfmesh(&root.join("home"))
+        .args(["agent", "--endpoint", "http://127.0.0.1:9"])
+        .args([
+            "--p2p-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--metrics-listen", "off"])
+        .arg("--cache-dir")
+        .arg(root.join("hub"))
+        .arg("--state-dir")
+        .arg(root.join("state"))
+        .arg("--control-socket")
+        .arg(root.join("agent.sock"))
+        .env(
+            "HFMESH_CLUSTER_SECRET",
+            std::str::from_utf8(SECRET).unwrap(),
+        )
+        .env("HFMESH_LOG", "info")
+        .env("HFMESH_LOG_FORMAT", format)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("hfmesh agent "), "{first}");
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "clean exit on SIGTERM");
+    String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn logs_are_structured_json_or_human_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = agent_log_lines(dir.path(), "json");
+    assert!(!json.is_empty());
+    for line in &json {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(
+        json.iter().any(
+            |l| l.contains("\"level\":\"INFO\"") && l.contains("\"message\":\"shutting down\"")
+        ),
+        "{json:?}"
+    );
+    let human = agent_log_lines(dir.path(), "text");
+    let stop = human
+        .iter()
+        .find(|l| l.contains("shutting down"))
+        .unwrap_or_else(|| panic!("{human:?}"));
+    assert!(stop.contains("INFO"), "{stop}");
+    assert!(serde_json::from_str::<serde_json::Value>(stop).is_err());
+}

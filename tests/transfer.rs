@@ -52,6 +52,8 @@ struct MemSource {
     blobs: HashMap<Etag, (Arc<Vec<u8>>, Bitmap)>,
     manifests: HashMap<(RepoKind, RepoId, CommitId), SignedManifest>,
     calls: AtomicUsize,
+    /// Each chunk read takes this long (a slow disk), so a test can act mid-upload.
+    read_delay: Duration,
 }
 
 impl MemSource {
@@ -84,6 +86,7 @@ impl ChunkSource for MemSource {
 
     fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.read_delay);
         let Some((bytes, bits)) = self.blobs.get(etag) else {
             return Ok(None);
         };
@@ -292,6 +295,32 @@ async fn chunks_at_edge_sizes() {
     );
     assert!(a.is_empty() && z.is_empty());
     within(server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_finishes_the_uploads_it_started() {
+    let mut source = MemSource {
+        read_delay: Duration::from_millis(150),
+        ..MemSource::default()
+    };
+    let blob = content(3, 4 * CHUNK_SIZE as usize);
+    source.blob(etag(3), blob.clone(), None);
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    // Four chunks take about 600 ms to read; the server is told to stop after 200 ms.
+    let e = etag(3);
+    let upload = fetch_and_check(&conn, &e, &blob, 0, 4);
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        within(server.shutdown()).await;
+    };
+    let (missing, ()) = tokio::join!(upload, stop);
+    assert!(
+        missing.is_empty(),
+        "every chunk of the upload arrived: {missing:?}"
+    );
+    within(client.shutdown()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,7 +170,7 @@ async fn serve_stream(
             .map(Response::Holdings),
         Request::Chunks { etag, first, count } => {
             send_chunks(shared, peer, counters, send, etag, first, count).await?;
-            let _ = send.finish();
+            finish(send).await;
             return Ok(());
         }
     };
@@ -189,8 +189,16 @@ async fn serve_stream(
         other => other?,
     };
     counters.sent(n);
-    let _ = send.finish();
+    finish(send).await;
     Ok(())
+}
+
+/// Ends the answer and waits (bounded) until the peer has it all, so that a node shutting down
+/// closes its connections only after the uploads it started were delivered.
+async fn finish(send: &mut quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = timeout(FRAME_TIMEOUT, send.stopped()).await;
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
