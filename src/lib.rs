@@ -31,6 +31,8 @@ pub mod progress;
 pub mod pull;
 /// Repository ids, revisions, commit ids, in-repo paths, RunPod lists. Pure.
 pub mod repo;
+/// The scale model: thousands of hosts simulated with the real scheduler.
+pub mod scale;
 /// The pure multi-peer scheduler: which chunk to ask of which peer or of the Hub.
 pub mod scheduler;
 /// The chunk store: partial blobs with persisted chunk records, etag verification.

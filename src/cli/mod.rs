@@ -56,6 +56,8 @@ pub enum Command {
     /// Apply the eviction policy now: above the quota's high watermark, evict least recently
     /// used snapshots down to the low watermark.
     Gc(ops::OpsArgs),
+    /// Project thousands of hosts with the scale model (the mesh's scheduler on a simulated network).
+    ScaleModel(crate::scale::cli::ScaleArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
 }
@@ -87,6 +89,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Unpin(args) => evict::pin(&args, false).await,
             Command::Evict(args) => evict::evict(&args).await,
             Command::Gc(args) => evict::gc(&args).await,
+            Command::ScaleModel(args) => crate::scale::cli::run(args).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
         }

@@ -1,0 +1,59 @@
+//! `hfmesh scale-model [--scenario FILE] [overrides]`: runs the scale model three ways (mesh, Hub
+//! only, one host) and prints a markdown table, or JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::{ScaleComparison, ScaleParams};
+
+/// Flags of `hfmesh scale-model`.
+#[derive(Debug, clap::Args)]
+pub struct ScaleArgs {
+    /// A TOML scenario (keys of `ScaleParams`; missing ones take the defaults).
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// Hosts (overrides the scenario).
+    #[arg(long)]
+    pub hosts: Option<usize>,
+    /// Model size in GB (10^9 bytes; overrides the scenario).
+    #[arg(long)]
+    pub model_gb: Option<f64>,
+    /// Provider records the DHT keeps per key (overrides the scenario).
+    #[arg(long)]
+    pub providers_per_key: Option<usize>,
+    /// Print the three reports as JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `hfmesh scale-model`.
+pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
+    let mut p = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            ScaleParams::from_toml(&text).map_err(anyhow::Error::msg)?
+        }
+        None => ScaleParams::default(),
+    };
+    if let Some(h) = args.hosts {
+        p.hosts = h;
+    }
+    if let Some(gb) = args.model_gb {
+        p.model_bytes = (gb * 1e9) as u64;
+    }
+    if let Some(k) = args.providers_per_key {
+        p.providers_per_key = k;
+    }
+    p.validate().map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
+    let c = tokio::task::spawn_blocking(move || ScaleComparison::run(&p)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&c)?);
+    } else {
+        print!("{}", c.markdown());
+        eprintln!("(simulated in {:.1} s)", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! The scale model: a time-stepped fluid simulation of a cluster pulling one model, for sizes no
+//! machine here can run as real processes (1,000–10,000 hosts, models of 100+ GB).
+//!
+//! What is real and what is modelled:
+//! - **Real:** every host runs the mesh's own [`Scheduler`] per blob, fed the way the mesh driver
+//!   feeds it (`update_peer` with each provider's bitmap every refresh, `set_pullers` with the
+//!   providers still pulling, `plan`, `completed`, `failed`, `expire_stalled`), on a virtual clock.
+//! - **Modelled:** the DHT's provider records, as libp2p Kademlia's record store keeps them: each
+//!   key keeps the first `providers_per_key` providers that announced it (libp2p's default is 20),
+//!   and a lookup answers at most `max_providers` of them. Links are fluid: every flow gets the
+//!   smallest of its fair shares of the sender's uplink, the receiver's downlink and, for Hub
+//!   flows, the Hub's capacity, recomputed every tick. RTT and protocol overheads are ignored.
+//!
+//! The same model runs with the mesh off (every host from the Hub alone) and with one host, so a
+//! report carries its own baselines.
+
+/// `hfmesh scale-model`.
+pub mod cli;
+/// Scenario parameters and the report.
+pub mod params;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub use params::{Arrival, ScaleComparison, ScaleParams, ScaleReport};
+
+use crate::node::{NodeId, NodeKey, Topology};
+use crate::scheduler::{proximity, Fault, Request, Scheduler, Source};
+use crate::store::Bitmap;
+
+/// One transfer in flight: chunks `next..end` of blob `blob` from `source` to host `dst`.
+struct Flow {
+    dst: usize,
+    blob: usize,
+    source: Source,
+    src_host: Option<usize>,
+    next: u64,
+    end: u64,
+    /// Bytes delivered of chunk `next`.
+    partial: f64,
+}
+
+struct Host {
+    id: NodeId,
+    topology: Topology,
+    arrival: f64,
+    started: bool,
+    alive: bool,
+    ready_at: Option<f64>,
+    scheds: Vec<Scheduler>,
+    next_refresh: f64,
+    /// When its schedulers must plan again (an event, or their next deadline).
+    wake_at: f64,
+    served: f64,
+}
+
+/// Runs the model; `mesh: false` gives every host the Hub alone.
+pub fn run(p: &ScaleParams, mesh: bool) -> ScaleReport {
+    let mut sim = Sim::new(p, mesh);
+    sim.play();
+    sim.report()
+}
+
+struct Sim<'a> {
+    p: &'a ScaleParams,
+    mesh: bool,
+    base: Instant,
+    t: f64,
+    hosts: Vec<Host>,
+    index: HashMap<NodeId, usize>,
+    /// Per blob: the providers the DHT keeps, in announcement order.
+    providers: Vec<Vec<usize>>,
+    flows: Vec<Flow>,
+    chunks: Vec<u64>,
+    sizes: Vec<u64>,
+    hub_bytes: f64,
+    hub_requests: u64,
+    hub_timeline: Vec<(f64, f64)>,
+}
+
+impl<'a> Sim<'a> {
+    fn new(p: &'a ScaleParams, mesh: bool) -> Sim<'a> {
+        let arrivals = p.arrival_times();
+        let hosts = (0..p.hosts)
+            .map(|i| {
+                let mut secret = [0u8; 32];
+                secret[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                secret[8] = 0x5c;
+                let zone = i % p.zones.max(1);
+                let rack = (i / p.zones.max(1)) % p.racks_per_zone.max(1);
+                Host {
+                    id: NodeKey::from_secret(secret).id(),
+                    topology: Topology {
+                        zone: Some(format!("z{zone}")),
+                        rack: Some(format!("z{zone}-r{rack}")),
+                    },
+                    arrival: arrivals[i],
+                    started: false,
+                    alive: true,
+                    ready_at: None,
+                    scheds: Vec::new(),
+                    next_refresh: 0.0,
+                    wake_at: 0.0,
+                    served: 0.0,
+                }
+            })
+            .collect::<Vec<_>>();
+        let index = hosts.iter().enumerate().map(|(i, h)| (h.id, i)).collect();
+        let sizes = p.file_sizes();
+        let chunks = sizes.iter().map(|s| s.div_ceil(p.chunk_bytes)).collect();
+        Sim {
+            p,
+            mesh,
+            base: Instant::now(),
+            t: 0.0,
+            hosts,
+            index,
+            providers: vec![Vec::new(); p.files],
+            flows: Vec::new(),
+            chunks,
+            sizes,
+            hub_bytes: 0.0,
+            hub_requests: 0,
+            hub_timeline: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.base + Duration::from_secs_f64(self.t)
+    }
+
+    fn play(&mut self) {
+        // At most ~4,000 steps over the time the Hub alone would need for everything asked of
+        // it: fine steps for a storm the mesh serves, coarse ones for a long Hub-only baseline.
+        let hub_work = if self.mesh { 1.0 } else { self.p.hosts as f64 };
+        let estimate = hub_work * self.p.model_bytes as f64 / self.p.hub_bytes_per_sec;
+        let tick = self.p.tick_secs.max(estimate / 4000.0);
+        let mut next_sample = 0.0;
+        while self.t < self.p.time_limit_secs && !self.all_done() {
+            self.start_arrivals();
+            self.apply_failures();
+            self.refresh_views();
+            self.plan_requests();
+            self.advance(tick);
+            self.t += tick;
+            if self.t >= next_sample {
+                self.hub_timeline.push((self.t, self.hub_bytes));
+                next_sample += self.p.sample_secs;
+            }
+        }
+        self.hub_timeline.push((self.t, self.hub_bytes));
+    }
+
+    fn all_done(&self) -> bool {
+        self.hosts.iter().all(|h| !h.alive || h.ready_at.is_some())
+    }
+
+    fn start_arrivals(&mut self) {
+        for i in 0..self.hosts.len() {
+            let h = &self.hosts[i];
+            if h.started || !h.alive || h.arrival > self.t {
+                continue;
+            }
+            let scheds = self
+                .chunks
+                .iter()
+                .enumerate()
+                .map(|(b, &n)| {
+                    let key = (b as u64).to_le_bytes();
+                    let mut s = Scheduler::new(self.p.sched.clone(), h.id, &key, Bitmap::empty(n));
+                    // The manifest (every chunk's hash) comes with the snapshot's first peer.
+                    (0..n).for_each(|c| s.set_verifiable(c));
+                    s
+                })
+                .collect();
+            let h = &mut self.hosts[i];
+            h.scheds = scheds;
+            h.started = true;
+            h.next_refresh = self.t;
+            h.wake_at = self.t;
+            if self.mesh {
+                // A blob is announced as soon as it starts arriving (partial blobs are served).
+                for b in 0..self.p.files {
+                    if self.providers[b].len() < self.p.providers_per_key {
+                        self.providers[b].push(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_failures(&mut self) {
+        let Some(f) = &self.p.failure else { return };
+        if self.t < f.at_secs || self.hosts.iter().any(|h| !h.alive) {
+            return;
+        }
+        let dead: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| self.hosts[i].topology.rack.as_deref() == Some(f.rack.as_str()))
+            .collect();
+        for &d in &dead {
+            self.hosts[d].alive = false;
+        }
+        for list in &mut self.providers {
+            list.retain(|i| !dead.contains(i));
+        }
+        // Transfers from the dead fail at their receivers; transfers to them vanish.
+        let flows = std::mem::take(&mut self.flows);
+        for f in flows {
+            if !self.hosts[f.dst].alive {
+                continue;
+            }
+            match f.src_host {
+                Some(s) if !self.hosts[s].alive => {
+                    self.hosts[f.dst].scheds[f.blob].failed(f.next..f.end, f.source, Fault::Failed);
+                    self.hosts[f.dst].wake_at = self.t;
+                }
+                _ => self.flows.push(f),
+            }
+        }
+    }
+
+    fn refresh_views(&mut self) {
+        if !self.mesh {
+            return;
+        }
+        for i in 0..self.hosts.len() {
+            let h = &self.hosts[i];
+            if !h.started || !h.alive || h.ready_at.is_some() || h.next_refresh > self.t {
+                continue;
+            }
+            for b in 0..self.p.files {
+                if self.hosts[i].scheds[b].is_done() {
+                    continue;
+                }
+                let found: Vec<usize> = self.providers[b]
+                    .iter()
+                    .copied()
+                    .filter(|&j| j != i)
+                    .take(self.p.max_providers)
+                    .collect();
+                let mut pullers = Vec::new();
+                for j in found {
+                    let have = self.hosts[j].scheds[b].local().clone();
+                    if !have.is_full() {
+                        pullers.push(self.hosts[j].id);
+                    }
+                    let near = proximity(&self.hosts[i].topology, &self.hosts[j].topology);
+                    let id = self.hosts[j].id;
+                    let sched = &mut self.hosts[i].scheds[b];
+                    let rtt = Duration::from_micros(100 * (u64::from(near) + 1));
+                    sched.update_peer(id, have, near, rtt);
+                }
+                self.hosts[i].scheds[b].set_pullers(pullers);
+            }
+            self.hosts[i].next_refresh = self.t + self.p.refresh_secs;
+            self.hosts[i].wake_at = self.t;
+        }
+    }
+
+    fn plan_requests(&mut self) {
+        let now = self.now();
+        for i in 0..self.hosts.len() {
+            let h = &self.hosts[i];
+            if !h.started || !h.alive || h.ready_at.is_some() || h.wake_at > self.t {
+                continue;
+            }
+            let mut wake = f64::INFINITY;
+            for b in 0..self.p.files {
+                let sched = &mut self.hosts[i].scheds[b];
+                for (chunk, source) in sched.expire_stalled(now) {
+                    self.flows.retain(|f| {
+                        !(f.dst == i
+                            && f.blob == b
+                            && f.source == source
+                            && f.next <= chunk
+                            && chunk < f.end)
+                    });
+                }
+                for Request { source, chunks } in sched.plan(now) {
+                    let src_host = match source {
+                        Source::Peer(id) => self.index.get(&id).copied(),
+                        Source::Hub => {
+                            self.hub_requests += 1;
+                            None
+                        }
+                    };
+                    self.flows.push(Flow {
+                        dst: i,
+                        blob: b,
+                        source,
+                        src_host,
+                        next: chunks.start,
+                        end: chunks.end,
+                        partial: 0.0,
+                    });
+                }
+                if let Some(d) = sched.next_deadline() {
+                    wake = wake.min(d.saturating_duration_since(self.base).as_secs_f64());
+                }
+            }
+            self.hosts[i].wake_at = wake;
+        }
+    }
+
+    /// Moves bytes for `dt` seconds at fair-share rates and completes the chunks that finish.
+    fn advance(&mut self, dt: f64) {
+        let n = self.hosts.len();
+        let (mut up, mut down) = (vec![0u32; n], vec![0u32; n]);
+        let mut hub = 0u32;
+        for f in &self.flows {
+            down[f.dst] += 1;
+            match f.src_host {
+                Some(s) => up[s] += 1,
+                None => hub += 1,
+            }
+        }
+        let link = self.p.link_bytes_per_sec;
+        let mut finished = Vec::new();
+        for (k, f) in self.flows.iter_mut().enumerate() {
+            let mut rate = link / f64::from(down[f.dst]);
+            match f.src_host {
+                Some(s) => rate = rate.min(link / f64::from(up[s])),
+                None => rate = rate.min(self.p.hub_bytes_per_sec / f64::from(hub)),
+            }
+            let mut budget = rate * dt;
+            while budget > 0.0 && f.next < f.end {
+                let size = chunk_len(self.p.chunk_bytes, self.sizes[f.blob], f.next);
+                let need = size - f.partial;
+                if budget >= need {
+                    budget -= need;
+                    let host = &mut self.hosts[f.dst];
+                    host.scheds[f.blob].completed(f.next, f.source);
+                    host.wake_at = self.t;
+                    match f.src_host {
+                        Some(s) => self.hosts[s].served += size,
+                        None => self.hub_bytes += size,
+                    }
+                    f.partial = 0.0;
+                    f.next += 1;
+                } else {
+                    f.partial += budget;
+                    budget = 0.0;
+                }
+            }
+            if f.next >= f.end {
+                finished.push(k);
+            }
+        }
+        for k in finished.into_iter().rev() {
+            self.flows.swap_remove(k);
+        }
+        let t = self.t + dt;
+        for h in &mut self.hosts {
+            if h.started && h.alive && h.ready_at.is_none() && h.scheds.iter().all(|s| s.is_done())
+            {
+                h.ready_at = Some(t - h.arrival);
+            }
+        }
+    }
+
+    fn report(&self) -> ScaleReport {
+        let mut ready: Vec<f64> = self.hosts.iter().filter_map(|h| h.ready_at).collect();
+        ready.sort_by(f64::total_cmp);
+        let mut served: Vec<f64> = self.hosts.iter().map(|h| h.served).collect();
+        served.sort_by(f64::total_cmp);
+        ScaleReport {
+            hosts: self.p.hosts,
+            alive: self.hosts.iter().filter(|h| h.alive).count(),
+            ready: ready.len(),
+            ready_secs: ready,
+            end_secs: self.t,
+            model_bytes: self.p.model_bytes,
+            hub_bytes: self.hub_bytes,
+            hub_requests: self.hub_requests,
+            served_max: served.last().copied().unwrap_or(0.0),
+            served_median: served.get(served.len() / 2).copied().unwrap_or(0.0),
+            hub_timeline: self.hub_timeline.clone(),
+        }
+    }
+}
+
+/// Bytes of chunk `index` of a file of `size` bytes cut in `chunk`-byte chunks.
+fn chunk_len(chunk: u64, size: u64, index: u64) -> f64 {
+    (size.min((index + 1) * chunk) - index * chunk) as f64
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+use super::params::RackFailure;
+use super::*;
+
+/// 16 hosts, 1 GB/s links, a 100 MB/s Hub, a 400 MiB model in 2 files of 4 MiB chunks.
+fn small() -> ScaleParams {
+    ScaleParams {
+        hosts: 16,
+        zones: 2,
+        racks_per_zone: 2,
+        link_bytes_per_sec: 1e9,
+        hub_bytes_per_sec: 1e8,
+        model_bytes: 400 << 20,
+        files: 2,
+        chunk_bytes: 4 << 20,
+        time_limit_secs: 600.0,
+        ..ScaleParams::default()
+    }
+}
+
+#[test]
+fn one_host_takes_the_model_at_the_hub_rate() {
+    let p = ScaleParams {
+        hosts: 1,
+        ..small()
+    };
+    let r = run(&p, true);
+    assert_eq!((r.ready, r.alive), (1, 1));
+    let ideal = p.model_bytes as f64 / p.hub_bytes_per_sec;
+    let t = r.all_ready_secs().unwrap();
+    assert!(t >= ideal && t < ideal * 1.05, "{t} s vs {ideal} s");
+    assert!((r.hub_egress_ratio() - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_storm_through_the_mesh_takes_the_model_from_the_hub_about_once() {
+    let c = ScaleComparison::run(&small());
+    let single = c.single.all_ready_secs().unwrap();
+    let mesh = c.mesh.all_ready_secs().expect("every host ready");
+    assert!(
+        c.mesh.hub_egress_ratio() <= 1.05,
+        "{}",
+        c.mesh.hub_egress_ratio()
+    );
+    assert!(mesh <= 1.3 * single, "{mesh} s vs one host {single} s");
+    // Without the mesh every host takes the whole model from the Hub, sharing its bandwidth.
+    let hub_only = c.hub_only.all_ready_secs().unwrap();
+    assert!((c.hub_only.hub_egress_ratio() - 16.0).abs() < 1e-6);
+    assert!(hub_only > 15.0 * single, "{hub_only} s");
+    assert!(
+        c.markdown().contains("| mesh | 16 / 16 |"),
+        "{}",
+        c.markdown()
+    );
+}
+
+#[test]
+fn the_survivors_of_a_dead_rack_all_finish() {
+    let p = ScaleParams {
+        failure: Some(RackFailure {
+            at_secs: 2.0,
+            rack: "z0-r0".into(),
+        }),
+        ..small()
+    };
+    let r = run(&p, true);
+    assert_eq!(r.alive, 12, "a quarter of the hosts were in that rack");
+    assert_eq!(r.ready, 12, "{r:?}");
+    assert!(r.hub_egress_ratio() < 1.5, "{}", r.hub_egress_ratio());
+}
+
+#[test]
+fn staggered_and_poisson_arrivals_are_seeded_and_spread() {
+    let st = ScaleParams {
+        arrival: Arrival::Staggered { over_secs: 10.0 },
+        ..small()
+    };
+    let times = st.arrival_times();
+    assert_eq!((times[0], times[15]), (0.0, 10.0));
+    let po = ScaleParams {
+        arrival: Arrival::Poisson { per_sec: 2.0 },
+        ..small()
+    };
+    assert_eq!(po.arrival_times(), po.arrival_times());
+    let last = *po.arrival_times().last().unwrap();
+    assert!(last > 2.0 && last < 30.0, "{last}");
+    let r = run(&po, true);
+    assert_eq!(r.ready, 16);
+}
+
+#[test]
+fn scenarios_parse_with_defaults_and_clear_errors() {
+    let p = ScaleParams::from_toml(
+        "hosts = 5000\nmodel_bytes = 1_000_000_000\n[arrival]\nkind = \"poisson\"\nper_sec = 100.0\n",
+    )
+    .unwrap();
+    assert_eq!(p.hosts, 5000);
+    assert_eq!(p.providers_per_key, 20);
+    assert_eq!(p.arrival, Arrival::Poisson { per_sec: 100.0 });
+    let e = ScaleParams::from_toml("hosts = 0\n").unwrap_err();
+    assert_eq!(e, "`hosts` must be a positive number");
+    let e = ScaleParams::from_toml("hostz = 3\n").unwrap_err();
+    assert!(e.contains("unknown field `hostz`"), "{e}");
+}
