@@ -138,10 +138,10 @@ impl ScaleParams {
             return Err("`model_bytes` must be at least one byte per file".into());
         }
         match self.arrival {
-            Arrival::Staggered { over_secs } if !(over_secs >= 0.0) => {
+            Arrival::Staggered { over_secs } if !over_secs.is_finite() || over_secs < 0.0 => {
                 Err("`arrival.over_secs` must be zero or more".into())
             }
-            Arrival::Poisson { per_sec } if !(per_sec > 0.0) => {
+            Arrival::Poisson { per_sec } if !per_sec.is_finite() || per_sec <= 0.0 => {
                 Err("`arrival.per_sec` must be positive".into())
             }
             _ => Ok(()),
