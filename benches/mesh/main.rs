@@ -78,6 +78,11 @@ fn main() {
         .build()
         .expect("a tokio runtime");
 
+    if std::env::var_os("HFMESH_BENCH_TRANSPORT_ONLY").is_some() {
+        // Tuning loop: only the transport baselines, logged to stderr.
+        net::transport_only(&settings, &rt);
+        return;
+    }
     let agents = agents::Cluster::start(&settings, &mut report);
     hashing::run(&settings, &agents.blob, &mut report);
     let baselines = net::run(&settings, &rt, &agents, &mut report);

@@ -73,6 +73,16 @@ pub fn run(
     }
 }
 
+/// Only raw TCP and the QUIC transport, logged (`HFMESH_BENCH_TRANSPORT_ONLY=1`: the tuning
+/// loop, without agents or a table).
+pub fn transport_only(settings: &Settings, rt: &tokio::runtime::Runtime) {
+    for _ in 0..settings.repeat {
+        let tcp = rt.block_on(tcp_loopback(settings.size));
+        eprintln!("TCP: {tcp:.0} MB/s, load {}", crate::report::load1());
+        rt.block_on(quic_transport(settings.size));
+    }
+}
+
 /// MB/s of `total` bytes over one TCP connection on loopback, 4 MiB writes and reads.
 async fn tcp_loopback(total: u64) -> f64 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -173,6 +183,16 @@ async fn quic_transport(total: u64) -> f64 {
         }
     }
     let elapsed = t.elapsed();
+    let stats = conn.transport_stats();
+    eprintln!(
+        "QUIC transport: {:.0} MB/s, path MTU {} B, {} packets lost, {} congestion events, \
+         {} datagrams received",
+        mbps(received, elapsed),
+        stats.path.current_mtu,
+        stats.path.lost_packets,
+        stats.path.congestion_events,
+        stats.udp_rx.datagrams
+    );
     client.shutdown().await;
     server.shutdown().await;
     mbps(received, elapsed)
