@@ -337,6 +337,12 @@ impl PeerConn {
         self.conn.rtt()
     }
 
+    /// Quinn's counters of the connection (path MTU, lost packets, congestion events), for
+    /// benchmarks and diagnostics.
+    pub fn transport_stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
     fn violation(&self, reason: &str) -> TransferError {
         TransferError::Protocol {
             peer: self.peer,

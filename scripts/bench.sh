@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# hfmesh's benchmarks, in one run (not part of CI): hashing against this CPU, agent-to-agent
+# pulls over QUIC on loopback against raw TCP and a file copy, the agents' peak memory, and
+# warm-pull latency. Prints a markdown table; writes bench.md and bench.json to the output dir.
+#
+#   bash scripts/bench.sh [OUT_DIR]          # default: $CARGO_TARGET_DIR/bench or target/bench
+#
+# Settings (environment): HFMESH_BENCH_SIZE (model bytes, default 2 GiB + 4 MiB + 7),
+# HFMESH_BENCH_REPEAT (default 3), HFMESH_BENCH_WARM_RUNS (default 20), HFMESH_BENCH_WORK
+# (scratch dir, default OUT_DIR/work; needs about 3 × the model size free),
+# HFMESH_BENCH_STRESS=1 also runs the ignored stress_* tests (chunk-size study).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out="${1:-${HFMESH_BENCH_OUT:-${CARGO_TARGET_DIR:-$PWD/target}/bench}}"
+mkdir -p "$out"
+export HFMESH_BENCH_OUT="$(cd "$out" && pwd)"
+export HFMESH_BENCH_WORK="${HFMESH_BENCH_WORK:-$HFMESH_BENCH_OUT/work}"
+
+echo "bench: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+cargo bench --locked --bench mesh
+
+if [ "${HFMESH_BENCH_STRESS:-0}" = 1 ]; then
+    cargo test --release --locked --test stress_chunk_size -- --ignored --nocapture --test-threads 1
+fi
