@@ -7,6 +7,8 @@ pub mod cli;
 pub mod control;
 /// The daemon: node, control API, metrics, preload, shutdown.
 pub mod daemon;
+/// Simulation faults (a corrupting peer), off unless a test sets them.
+pub mod fault;
 /// Live cluster holdings: what this node and its peers hold, asked over the network.
 pub mod holdings;
 /// Prometheus metrics.
