@@ -47,6 +47,9 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
+    /// Play a cluster scenario (TOML) with real agents and the hub emulator on loopback, and
+    /// write a report comparing the mesh with every host pulling from the Hub.
+    Simulate(crate::sim::SimulateArgs),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -74,6 +77,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Verify(args) => verify::run(args).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
+            Command::Simulate(args) => crate::sim::main(args).await,
         }
     });
     match result {
