@@ -102,9 +102,15 @@ impl Hub {
             .arg(&root)
             .args(["--listen", "127.0.0.1:0"]);
         let (child, url) = spawn_with_line(cmd, &work.join("hub.log")).await?;
+        let throttle: Vec<serde_json::Value> = (s.hub_throttle_429 > 0.0)
+            .then(|| serde_json::json!({ "status": 429, "retry_after_secs": 1, "probability": s.hub_throttle_429 }))
+            .into_iter()
+            .collect();
         let base_faults = serde_json::json!({
             "bandwidth_bps": s.hub_bandwidth,
             "latency_ms": (s.hub_latency_ms > 0).then_some(s.hub_latency_ms),
+            "errors": throttle,
+            "seed": s.seed,
         });
         let hub = Hub {
             url: url.trim().to_string(),
@@ -117,7 +123,8 @@ impl Hub {
     }
 
     /// Replaces the injected errors: every request answered with `status` (and `Retry-After: 1`
-    /// for 429), or none. The bandwidth cap and latency stay.
+    /// for 429), or back to the scenario's own (its steady 429 share, if any). The bandwidth cap
+    /// and latency stay.
     pub async fn set_errors(&self, status: Option<u16>) -> anyhow::Result<()> {
         let mut faults = self.base_faults.clone();
         if let Some(status) = status {

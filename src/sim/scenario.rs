@@ -64,6 +64,8 @@ struct RawHub {
     bandwidth: Size,
     #[serde(default)]
     latency_ms: u64,
+    #[serde(default)]
+    throttle_429: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +274,8 @@ pub struct Scenario {
     pub hub_bandwidth: u64,
     /// Added latency of every Hub answer.
     pub hub_latency_ms: u64,
+    /// Fraction of Hub requests answered 429 (`Retry-After: 1`) all along: a steady rate limit.
+    pub hub_throttle_429: f64,
     /// The models the Hub serves.
     pub models: Vec<Model>,
     /// Every host, expanded from the groups, in index order.
@@ -362,6 +366,9 @@ impl RawScenario {
             ));
         }
         let hub_bandwidth = size("hub.bandwidth", &self.hub.bandwidth)?;
+        if !(0.0..1.0).contains(&self.hub.throttle_429) {
+            return bad("`hub.throttle_429` must be a fraction from 0 up to (not including) 1");
+        }
         let mut models = Vec::new();
         for m in &self.model {
             if crate::repo::RepoId::parse(&m.id).is_err() || !m.id.contains('/') {
@@ -437,6 +444,7 @@ impl RawScenario {
             timeout_secs: self.timeout_secs,
             hub_bandwidth,
             hub_latency_ms: self.hub.latency_ms,
+            hub_throttle_429: self.hub.throttle_429,
             models,
             hosts,
             asks,

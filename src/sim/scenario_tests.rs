@@ -109,6 +109,16 @@ fn mistakes_are_one_clear_sentence() {
         .unwrap_err()
         .0;
     assert!(e.contains("hub.bandwidth"), "{e}");
+    let e = Scenario::parse(&BASE.replace("[hub]", "[hub]\nthrottle_429 = 1.5"))
+        .unwrap_err()
+        .0;
+    assert!(e.contains("throttle_429"), "{e}");
+    let s = Scenario::parse(&format!(
+        "{}{ALL}",
+        BASE.replace("[hub]", "[hub]\nthrottle_429 = 0.1")
+    ))
+    .unwrap();
+    assert_eq!(s.hub_throttle_429, 0.1);
     let e = Scenario::parse(&BASE.replace("count = 4", "count = 0"))
         .unwrap_err()
         .0;
