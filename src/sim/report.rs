@@ -29,6 +29,9 @@ pub struct HostResult {
     pub bytes_from_peers: u64,
     /// Bytes it served to peers.
     pub bytes_served: u64,
+    /// Chunks from peers it rejected (BLAKE3 mismatch).
+    #[serde(default)]
+    pub bad_chunks: u64,
     /// `hf_check.py offline` passed on its tree (`None`: not checked).
     pub tree_ok: Option<bool>,
     /// Kills, restarts and failed checks, in order.
@@ -49,6 +52,7 @@ impl HostResult {
             bytes_from_hub: 0,
             bytes_from_peers: 0,
             bytes_served: 0,
+            bad_chunks: 0,
             tree_ok: None,
             events: Vec::new(),
         }
@@ -91,6 +95,9 @@ pub struct PhaseReport {
     pub hub_requests: u64,
     /// Seconds from the start until the last expected host was ready (`None`: not all were).
     pub all_ready_secs: Option<f64>,
+    /// The longest wait of a ready host from its first ask to ready (staggered arrivals).
+    #[serde(default)]
+    pub max_wait_secs: Option<f64>,
     /// The phase hit `timeout_secs`.
     pub timed_out: bool,
     /// Seconds the phase ran.
@@ -101,6 +108,9 @@ pub struct PhaseReport {
     pub cpu_busy_peak: f64,
     /// Bytes written to block devices during the phase.
     pub disk_written: u64,
+    /// Chunks from peers rejected by BLAKE3 checks, over all hosts.
+    #[serde(default)]
+    pub bad_chunks: u64,
     /// Ready hosts whose tree passed the huggingface_hub check, of those checked.
     pub trees_ok: Option<(usize, usize)>,
     /// The time series.
@@ -143,11 +153,16 @@ impl PhaseReport {
             hub_bytes,
             hub_requests,
             all_ready_secs,
+            max_wait_secs: hosts
+                .iter()
+                .filter_map(|h| Some(h.ready_at? - h.asked_at?))
+                .reduce(f64::max),
             timed_out,
             wall_secs,
             cpu_busy_mean: cpu.iter().sum::<f64>() / cpu.len().max(1) as f64,
             cpu_busy_peak: cpu.iter().copied().fold(0.0, f64::max),
             disk_written: samples.last().map_or(0, |s| s.disk_written),
+            bad_chunks: hosts.iter().map(|h| h.bad_chunks).sum(),
             trees_ok: (!checked.is_empty())
                 .then(|| (checked.iter().filter(|&&ok| ok).count(), checked.len())),
             hosts,
@@ -314,6 +329,17 @@ impl Report {
                 "| {}: ready / expected, timed out | {} / {}, {} | |\n| {}: CPU busy mean / peak, disk written | {:.0}% / {:.0}%, {} | |\n",
                 p.mode, p.ready, p.expected, p.timed_out, p.mode, p.cpu_busy_mean * 100.0, p.cpu_busy_peak * 100.0, mb(p.disk_written)
             );
+            md += &format!(
+                "| {}: longest wait of a host, ask to ready | {} | |\n",
+                p.mode,
+                secs(p.max_wait_secs)
+            );
+            if p.mode == "mesh" {
+                md += &format!(
+                    "| mesh: chunks from peers rejected (BLAKE3) | {} | |\n",
+                    p.bad_chunks
+                );
+            }
             if let Some((ok, n)) = p.trees_ok {
                 md += &format!(
                     "| {}: trees passing the huggingface_hub check | {ok} / {n} | |\n",
@@ -334,7 +360,7 @@ impl Report {
             }
         }
         for p in &phases {
-            md += &format!("\n## Hosts ({})\n\n| host | zone | rack | asked | ready | from Hub | from peers | served | tree | notes |\n|---|---|---|---|---|---|---|---|---|---|\n", p.mode);
+            md += &format!("\n## Hosts ({})\n\n| host | zone | rack | asked | ready | from Hub | from peers | served | rejected chunks | tree | notes |\n|---|---|---|---|---|---|---|---|---|---|---|\n", p.mode);
             for h in &p.hosts {
                 let t = |t: Option<f64>| t.map_or("—".into(), |t| format!("{t:.1} s"));
                 let mut notes = h.events.join("; ");
@@ -345,7 +371,7 @@ impl Report {
                     notes = format!("{notes} error: {e}");
                 }
                 md += &format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     h.name,
                     h.zone,
                     h.rack,
@@ -354,6 +380,7 @@ impl Report {
                     mb(h.bytes_from_hub),
                     mb(h.bytes_from_peers),
                     mb(h.bytes_served),
+                    h.bad_chunks,
                     h.tree_ok.map_or("—", |ok| if ok { "ok" } else { "FAIL" }),
                     notes.trim()
                 );

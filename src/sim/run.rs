@@ -139,9 +139,9 @@ struct Phase<'a> {
     results: Vec<HostResult>,
     asked: Vec<Option<String>>,
     down: Vec<bool>,
-    /// Counters of earlier lives of a restarted agent: from_hub, from_peers, served.
-    base: Vec<[u64; 3]>,
-    last: Vec<[u64; 3]>,
+    /// Counters of earlier lives of a restarted agent: from_hub, from_peers, served, bad chunks.
+    base: Vec<[u64; 4]>,
+    last: Vec<[u64; 4]>,
     tx: mpsc::Sender<Done>,
     t0: Instant,
     cpu: (u64, u64),
@@ -173,8 +173,8 @@ pub async fn phase(
         results: s.hosts.iter().map(HostResult::new).collect(),
         asked: vec![None; n],
         down: vec![false; n],
-        base: vec![[0; 3]; n],
-        last: vec![[0; 3]; n],
+        base: vec![[0; 4]; n],
+        last: vec![[0; 4]; n],
         tx,
         t0: Instant::now(),
         cpu: probe::cpu_jiffies(),
@@ -312,7 +312,7 @@ impl Phase<'_> {
                 if let Some(mut child) = self.agents[h].take() {
                     let _ = child.kill().await;
                     self.base[h] = std::array::from_fn(|i| self.base[h][i] + self.last[h][i]);
-                    self.last[h] = [0; 3];
+                    self.last[h] = [0; 4];
                 }
             }
             Event::Restart(h) => {
@@ -437,14 +437,16 @@ impl Phase<'_> {
                         n("bytes_from_hub"),
                         n("bytes_from_peers"),
                         n("bytes_served"),
+                        n("bad_chunks"),
                     ];
                 }
             }
             for h in 0..self.s.hosts.len() {
-                let [hub, peers, served] =
+                let [hub, peers, served, bad] =
                     std::array::from_fn(|i| self.base[h][i] + self.last[h][i]);
                 let r = &mut self.results[h];
                 (r.bytes_from_hub, r.bytes_from_peers, r.bytes_served) = (hub, peers, served);
+                r.bad_chunks = bad;
             }
         }
         let (hub_bytes, hub_requests) = self.hub.stats().await.unwrap_or_default();
