@@ -35,6 +35,8 @@ pub mod repo;
 pub mod scale;
 /// The pure multi-peer scheduler: which chunk to ask of which peer or of the Hub.
 pub mod scheduler;
+/// The cluster simulation harness: scenarios, the runner over real processes, reports.
+pub mod sim;
 /// The chunk store: partial blobs with persisted chunk records, etag verification.
 pub mod store;
 /// QUIC transfers between peers: TLS bound to node keys, cluster hello, serving and fetching chunks.

@@ -83,6 +83,9 @@ pub struct StatusReport {
     pub bytes_from_hub: u64,
     /// Bytes served to peers since start.
     pub bytes_served: u64,
+    /// Chunks from peers that failed BLAKE3 verification since start.
+    #[serde(default)]
+    pub bad_chunks: u64,
     /// Bytes of blobs in the cache tree.
     pub cache_bytes: u64,
 }
@@ -292,6 +295,7 @@ async fn status(State(d): State<Arc<Daemon>>) -> Json<StatusReport> {
         bytes_from_peers: g.bytes_from_peers,
         bytes_from_hub: g.bytes_from_hub,
         bytes_served: g.bytes_served,
+        bad_chunks: g.bad_chunks,
         cache_bytes: g.cache_bytes,
     })
 }

@@ -84,7 +84,16 @@ impl Daemon {
     /// Starts the node, the control API, the metrics endpoint and the preload.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
         let eviction = Evictor::open(&config.node.state_dir)?;
-        let node = Node::start(config.node.clone()).await?;
+        let env = |k: &str| std::env::var(k).ok();
+        let node = if super::fault::corrupt_chunks(&env) {
+            tracing::warn!("simulation fault: every chunk served is corrupted");
+            Node::start_with(config.node.clone(), |s| {
+                Arc::new(super::fault::CorruptChunks(s))
+            })
+            .await?
+        } else {
+            Node::start(config.node.clone()).await?
+        };
         let pending = Pending::new(&config.node.state_dir);
         let preload = config
             .preload

@@ -9,6 +9,8 @@ pub mod control;
 pub mod daemon;
 /// Disk quota and eviction, pins.
 pub mod evict;
+/// Simulation faults (a corrupting peer), off unless a test sets them.
+pub mod fault;
 /// Live cluster holdings: what this node and its peers hold, asked over the network.
 pub mod holdings;
 /// Prometheus metrics.

@@ -116,6 +116,9 @@ impl Node {
                 addr: cfg.quic_listen,
                 source,
             })?;
+        if let Some(limit) = cfg.mesh.limits.upload.clone() {
+            transfer.limit_uploads(limit);
+        }
         let me = NodeInfo {
             id: cfg.key.id(),
             addr: transfer.local_addr(),

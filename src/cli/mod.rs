@@ -60,6 +60,9 @@ pub enum Command {
     ScaleModel(crate::scale::cli::ScaleArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
+    /// Play a cluster scenario (TOML) with real agents and the hub emulator on loopback, and
+    /// write a report comparing the mesh with every host pulling from the Hub.
+    Simulate(crate::sim::SimulateArgs),
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -92,6 +95,7 @@ pub fn main() -> std::process::ExitCode {
             Command::ScaleModel(args) => crate::scale::cli::run(args).await,
             Command::Agent(args) => crate::agent::cli::run(args).await,
             Command::HubEmulator(args) => crate::emulator::cli::run(args).await,
+            Command::Simulate(args) => crate::sim::main(args).await,
         }
     });
     match result {

@@ -37,6 +37,9 @@ pub struct PullArgs {
     /// Most HTTP transfers in flight at once.
     #[arg(long, env = "HFMESH_MAX_CONNECTIONS", default_value_t = PullOptions::default().max_connections)]
     pub max_connections: usize,
+    /// Most bytes per second from the Hub, like 100MB (standalone pulls) [default: unlimited].
+    #[arg(long, env = "HFMESH_MAX_DOWNLOAD_RATE", value_name = "SIZE")]
+    pub max_download_rate: Option<String>,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -74,8 +77,22 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let cfg = HubConfig::resolve(args.endpoint.as_deref(), args.token.as_deref(), &env)?;
     let cache_root = crate::cache::resolve_cache_dir(args.cache_dir.as_deref(), &env);
     let client = HubClient::new(cfg).context("cannot set up the HTTP client")?;
+    let download_limit = match &args.max_download_rate {
+        None => None,
+        Some(text) => {
+            let rate = crate::config::units::parse_size(text).map_err(|why| {
+                anyhow::anyhow!(
+                    "--max-download-rate {text:?} is not a rate in bytes per second: {why}"
+                )
+            })?;
+            Some(std::sync::Arc::new(
+                crate::transfer::ratelimit::RateLimit::new(rate),
+            ))
+        }
+    };
     let opts = PullOptions {
         max_connections: args.max_connections.max(1),
+        download_limit,
         ..PullOptions::default()
     };
     let progress = crate::progress::for_stderr(args.quiet);

@@ -43,6 +43,10 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// Provider record lifetime (`1h`).
     pub provider_ttl: Option<String>,
+    /// Most bytes per second served to peers (`"100MB"` or bytes).
+    pub max_upload_rate: Option<SizeValue>,
+    /// Most bytes per second received from peers and the Hub (`"100MB"` or bytes).
+    pub max_download_rate: Option<SizeValue>,
     /// `[preload]`.
     #[serde(default)]
     pub preload: PreloadSection,

@@ -66,6 +66,13 @@ pub struct Flags {
     /// RUNPOD_HUGGINGFACE_DATASET.
     #[arg(long = "dataset", env = "HFMESH_DATASET", value_name = "LIST")]
     pub datasets: Vec<String>,
+    /// Most bytes per second served to peers, all together, like 100MB [default: unlimited].
+    #[arg(long, env = "HFMESH_MAX_UPLOAD_RATE", value_name = "SIZE")]
+    pub max_upload_rate: Option<String>,
+    /// Most bytes per second received from peers and the Hub, all pulls together, like 100MB
+    /// [default: unlimited].
+    #[arg(long, env = "HFMESH_MAX_DOWNLOAD_RATE", value_name = "SIZE")]
+    pub max_download_rate: Option<String>,
     /// Disk quota of the cache, like 500GiB [default: the file's `cache.max_size`, else none].
     #[arg(long, env = "HFMESH_MAX_CACHE_SIZE", value_name = "SIZE")]
     pub max_cache_size: Option<String>,

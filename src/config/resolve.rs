@@ -14,6 +14,7 @@ use crate::hub::HubConfig;
 use crate::mesh::MeshConfig;
 use crate::node::{ClusterSecret, NodeKey, Topology};
 use crate::repo::{RepoKind, RepoRef};
+use crate::transfer::ratelimit::Limits;
 
 /// libp2p (TCP) listen address when none is set.
 pub const DEFAULT_P2P_LISTEN: &str = "0.0.0.0:4001";
@@ -63,6 +64,16 @@ const MAX_SIZE: Key = key(
     "--max-cache-size",
     "HFMESH_MAX_CACHE_SIZE",
 );
+const UPLOAD_RATE: Key = key(
+    "max_upload_rate",
+    "--max-upload-rate",
+    "HFMESH_MAX_UPLOAD_RATE",
+);
+const DOWNLOAD_RATE: Key = key(
+    "max_download_rate",
+    "--max-download-rate",
+    "HFMESH_MAX_DOWNLOAD_RATE",
+);
 const HIGH_WATERMARK: Key = Key {
     file: "cache.high_watermark",
     flag: None,
@@ -103,6 +114,12 @@ impl Config {
             })?,
         };
         let quota = quota(flags, &file)?;
+        let upload = rate(UPLOAD_RATE, &flags.max_upload_rate, &file.max_upload_rate)?;
+        let download = rate(
+            DOWNLOAD_RATE,
+            &flags.max_download_rate,
+            &file.max_download_rate,
+        )?;
         let preload = preload(flags, &file, env)?;
         let endpoint = pick(&flags.endpoint, &file.endpoint);
         let token_file = pick(&flags.token_file, &file.token_file);
@@ -144,7 +161,10 @@ impl Config {
                 quic_listen,
                 bootstrap,
                 mdns: flags.mdns.or(file.mdns).unwrap_or(false),
-                mesh: MeshConfig::default(),
+                mesh: MeshConfig {
+                    limits: Limits::new(upload, download),
+                    ..MeshConfig::default()
+                },
                 provider_ttl,
             },
             control_socket,
@@ -196,6 +216,26 @@ fn metrics(value: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
         Some(v) => parse_addr(METRICS_LISTEN, &v).map(Some),
         None => Ok(Some(DEFAULT_METRICS_LISTEN.parse().expect("valid default"))),
     }
+}
+
+/// A rate in bytes per second: the flag's text, else the file's text or number.
+fn rate(
+    key: Key,
+    flag: &Option<String>,
+    file: &Option<SizeValue>,
+) -> Result<Option<u64>, ConfigError> {
+    let text = match (flag, file) {
+        (Some(text), _) | (None, Some(SizeValue::Text(text))) => text.clone(),
+        (None, Some(SizeValue::Bytes(b))) => b.to_string(),
+        (None, None) => return Ok(None),
+    };
+    units::parse_size(&text)
+        .map(Some)
+        .map_err(|why| ConfigError::BadSize {
+            key,
+            value: text,
+            why,
+        })
 }
 
 fn quota(flags: &Flags, file: &FileConfig) -> Result<Option<Quota>, ConfigError> {

@@ -12,6 +12,7 @@
 //!    fetched again from the Hub alone. Then the snapshot is assembled as in a Hub pull, and its
 //!    manifest (received, or made and signed here) is kept and served.
 
+use crate::transfer::ratelimit::{pay, Limits, RateLimit};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +67,9 @@ pub struct MeshConfig {
     pub max_providers: usize,
     /// Consecutive failed Hub requests for one blob before the pull fails.
     pub max_hub_failures: u32,
+    /// The node's bandwidth limits: pulls pay `download` for every byte from peers or the Hub;
+    /// [`crate::agent::Node`] hands `upload` to the chunk server.
+    pub limits: Limits,
 }
 
 impl Default for MeshConfig {
@@ -78,6 +82,7 @@ impl Default for MeshConfig {
             gather: Duration::from_millis(500),
             max_providers: 32,
             max_hub_failures: 6,
+            limits: Limits::default(),
         }
     }
 }
@@ -668,11 +673,17 @@ impl BlobFetch<'_> {
                     .collect();
                 let peers = self.mesh.peers.clone();
                 let etag = self.file.etag.clone();
+                let limit = self.mesh.cfg.limits.download.clone();
                 tokio::spawn(async move {
                     let count = (request.chunks.end - request.chunks.start) as u32;
                     let got = peers
                         .chunks(&node, &etag, request.chunks.start, count)
                         .await;
+                    if let Ok(chunks) = &got {
+                        // Paid on arrival: the link's average rate holds, bursts may not.
+                        let n = chunks.iter().map(|(_, d)| d.len() as u64).sum();
+                        pay(&limit, n).await;
+                    }
                     let outcome = match got {
                         Err(_) => {
                             let chunks = request.chunks.clone().collect();
@@ -714,9 +725,11 @@ impl BlobFetch<'_> {
                 let url = hub_url.expect("located before any Hub request");
                 let hub = self.mesh.hub.clone();
                 let size = self.file.size;
+                let limit = self.mesh.cfg.limits.download.clone();
                 tokio::spawn(async move {
+                    let range = request.chunks.clone();
                     let (done, failed) =
-                        fetch_hub_chunks(&hub, &url, &partial, size, request.chunks.clone()).await;
+                        fetch_hub_chunks(&hub, &url, &partial, size, range, &limit).await;
                     let bytes: u64 = done
                         .iter()
                         .map(|&c| chunk_range(size, c).end - chunk_range(size, c).start)
@@ -790,6 +803,7 @@ async fn fetch_hub_chunks(
     partial: &Arc<PartialBlob>,
     size: u64,
     chunks: std::ops::Range<u64>,
+    limit: &Option<Arc<RateLimit>>,
 ) -> (Vec<u64>, bool) {
     let start = chunk_range(size, chunks.start).start;
     let end = chunk_range(size, chunks.end - 1).end;
@@ -806,6 +820,7 @@ async fn fetch_hub_chunks(
     while index < chunks.end {
         match resp.chunk().await {
             Ok(Some(piece)) => {
+                pay(limit, piece.len() as u64).await;
                 let mut piece = &piece[..];
                 while !piece.is_empty() && index < chunks.end {
                     let want = chunk_range(size, index);

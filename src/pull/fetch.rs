@@ -14,6 +14,7 @@ use super::{PullError, PullOptions};
 use crate::hub::{HubClient, HubError};
 use crate::progress::Progress;
 use crate::store::{PartialBlob, CHUNK_SIZE};
+use crate::transfer::ratelimit::{pay, RateLimit};
 
 /// Consecutive failed body reads (without progress in between) before a segment gives up.
 const MAX_BODY_FAILURES: u32 = 5;
@@ -29,6 +30,7 @@ struct Job<'a> {
     partial: Arc<PartialBlob>,
     progress: &'a dyn Progress,
     last_checkpoint: Mutex<Instant>,
+    limit: Option<Arc<RateLimit>>,
 }
 
 /// Downloads every missing chunk of `partial` from `url`, using up to
@@ -63,6 +65,7 @@ pub async fn fetch_missing(
         partial,
         progress,
         last_checkpoint: Mutex::new(Instant::now()),
+        limit: opts.download_limit.clone(),
     };
     let worker = || async {
         loop {
@@ -137,7 +140,10 @@ impl Job<'_> {
         loop {
             let chunk = resp.chunk().await.map_err(StreamError::Body);
             let chunk = match chunk {
-                Ok(Some(c)) => c,
+                Ok(Some(c)) => {
+                    pay(&self.limit, c.len() as u64).await;
+                    c
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.flush(&mut buf, &mut buf_start, pos).await?;

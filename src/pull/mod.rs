@@ -30,15 +30,18 @@ pub struct PullOptions {
     pub max_ranges_per_file: usize,
     /// Bytes per ranged request (rounded to whole chunks).
     pub segment_size: u64,
+    /// Most bytes per second over all transfers (`None`: unlimited).
+    pub download_limit: Option<std::sync::Arc<crate::transfer::ratelimit::RateLimit>>,
 }
 
 impl Default for PullOptions {
-    /// 8 connections, up to 8 ranges per file, 64 MiB per range request.
+    /// 8 connections, up to 8 ranges per file, 64 MiB per range request, no rate limit.
     fn default() -> Self {
         PullOptions {
             max_connections: 8,
             max_ranges_per_file: 8,
             segment_size: 64 << 20,
+            download_limit: None,
         }
     }
 }

@@ -57,6 +57,11 @@ impl std::fmt::Debug for Transfer {
 }
 
 impl Transfer {
+    /// Caps the bytes per second served to all peers together; only the first call counts.
+    pub fn limit_uploads(&self, limit: Arc<super::ratelimit::RateLimit>) {
+        let _ = self.shared.upload_limit.set(limit);
+    }
+
     /// Binds the endpoint on `cfg.listen` and starts serving `source`.
     pub async fn bind(
         cfg: TransferConfig,
@@ -94,6 +99,7 @@ impl Transfer {
             stats: Registry::default(),
             tracker: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
+            upload_limit: std::sync::OnceLock::new(),
         });
         shared.tracker.spawn(server::accept_loop(shared.clone()));
         Ok(Transfer {

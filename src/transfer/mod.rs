@@ -18,6 +18,8 @@ pub mod config;
 mod error;
 mod hello;
 mod io;
+/// Per-node bandwidth limits (token buckets).
+pub mod ratelimit;
 mod server;
 mod stats;
 mod tls;
@@ -73,4 +75,6 @@ pub(crate) struct Shared {
     tracker: tokio_util::task::TaskTracker,
     /// Cancelled when shutdown starts.
     cancel: tokio_util::sync::CancellationToken,
+    /// The upload limit, set once by [`Transfer::limit_uploads`].
+    upload_limit: std::sync::OnceLock<Arc<ratelimit::RateLimit>>,
 }

@@ -238,6 +238,9 @@ async fn send_chunks(
             .and_then(|r| r);
         let n = match chunk {
             Ok(Some(bytes)) if bytes.len() as u64 <= CHUNK_SIZE => {
+                if let Some(limit) = shared.upload_limit.get() {
+                    limit.acquire(bytes.len() as u64).await;
+                }
                 io::write_chunk(send, peer, index, Bytes::from(bytes)).await?
             }
             Ok(None) => io::write_frame(send, peer, &Response::Missing { index }).await?,
