@@ -71,11 +71,13 @@ impl VerifyReport {
 /// ref found in the cache; no network request is made).
 pub fn select(root: &Path, filter: Option<&str>, kind: RepoKind) -> Result<Vec<Target>, String> {
     let Some(filter) = filter else {
-        return Ok(repos(root)
+        let mut repos = super::scan::repo_folders(root);
+        repos.sort();
+        return Ok(repos
             .into_iter()
             .flat_map(|(kind, id)| {
-                let cache = RepoCache::new(root, kind, &id);
-                commits(&cache)
+                RepoCache::new(root, kind, &id)
+                    .commits()
                     .into_iter()
                     .map(move |c| (kind, id.clone(), c))
             })
@@ -84,7 +86,7 @@ pub fn select(root: &Path, filter: Option<&str>, kind: RepoKind) -> Result<Vec<T
     let what = RepoRef::parse(filter, kind).map_err(|e| e.to_string())?;
     let cache = RepoCache::new(root, kind, &what.id);
     if !filter.contains(':') {
-        let all = commits(&cache);
+        let all = cache.commits();
         if all.is_empty() {
             return Err(format!(
                 "the cache at {} holds no snapshot of {} {}",
@@ -279,42 +281,6 @@ struct Expected {
     path: RepoPath,
     etag: Etag,
     size: Option<u64>,
-}
-
-/// Every repository folder in the cache at `root` (`models--*`, `datasets--*`), sorted.
-pub fn repos(root: &Path) -> Vec<(RepoKind, RepoId)> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(RepoKind, RepoId)> = entries
-        .flatten()
-        .filter_map(|e| parse_folder(&e.file_name().to_string_lossy()))
-        .collect();
-    found.sort();
-    found
-}
-
-/// `models--org--name` → (model, `org/name`); `None` for anything else.
-fn parse_folder(name: &str) -> Option<(RepoKind, RepoId)> {
-    let (kind, rest) = [RepoKind::Model, RepoKind::Dataset]
-        .into_iter()
-        .find_map(|k| Some((k, name.strip_prefix(k.plural())?.strip_prefix("--")?)))?;
-    let id = RepoId::parse(&rest.replace("--", "/")).ok()?;
-    (id.folder_name(kind) == name).then_some((kind, id))
-}
-
-/// The commits that have a folder under `snapshots/` in `cache`, sorted.
-pub fn commits(cache: &RepoCache) -> Vec<CommitId> {
-    let Ok(entries) = fs::read_dir(cache.layout().repo_dir().join("snapshots")) else {
-        return Vec::new();
-    };
-    let mut found: Vec<CommitId> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| CommitId::parse(&e.file_name().to_string_lossy()).ok())
-        .collect();
-    found.sort();
-    found
 }
 
 /// Re-hashes every file of `snapshots/<commit>` (blocking I/O; reads every byte).
@@ -529,8 +495,14 @@ mod tests {
         assert_eq!(check.files, 3);
         assert_eq!(check.bytes, 3 + 5000 + 6);
         assert!(check.damage.is_empty(), "{:?}", check.damage);
-        assert_eq!(repos(dir.path()), vec![(RepoKind::Model, id)]);
-        assert_eq!(commits(&cache), vec![commit]);
+        assert_eq!(
+            select(dir.path(), None, RepoKind::Model).unwrap(),
+            vec![(RepoKind::Model, id.clone(), commit.clone())]
+        );
+        assert_eq!(
+            select(dir.path(), Some("acme/x"), RepoKind::Model).unwrap(),
+            vec![(RepoKind::Model, id, commit)]
+        );
     }
 
     #[test]
@@ -591,20 +563,5 @@ mod tests {
         let check = check_snapshot(&cache, RepoKind::Model, &id, &commit);
         assert_eq!(check.damage.len(), 1);
         assert_eq!(check.damage[0].path, "sub/dir/notes.txt");
-    }
-
-    #[test]
-    fn folder_names_parse_back_to_repos() {
-        assert_eq!(
-            parse_folder("models--acme--x"),
-            Some((RepoKind::Model, RepoId::parse("acme/x").unwrap()))
-        );
-        assert_eq!(
-            parse_folder("datasets--squad"),
-            Some((RepoKind::Dataset, RepoId::parse("squad").unwrap()))
-        );
-        assert_eq!(parse_folder(".locks"), None);
-        assert_eq!(parse_folder("CACHEDIR.TAG"), None);
-        assert_eq!(parse_folder("spaces--a--b"), None);
     }
 }
