@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, BoxStream, FuturesUnordered, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use url::Url;
 
 use super::local::SnapshotId;
-use super::peers::Peers;
+use super::peers::{BlobHave, Peers};
 use super::LocalStore;
 use crate::cache::RepoCache;
 use crate::discovery::{ContentKey, Discovery, NodeInfo};
@@ -50,6 +50,11 @@ const PEER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 const DOWN_TIME: Duration = Duration::from_secs(1);
 /// Longest time a failing peer is left alone.
 const MAX_DOWN_TIME: Duration = Duration::from_secs(30);
+/// How long a node seen pulling the blob still counts as one of its pullers without a fresh
+/// answer: one slow answer must not move stripe ownership (and start duplicate Hub fetches).
+const PULLER_MEMORY: Duration = Duration::from_secs(10);
+/// Longest a blob's first Hub request waits for the set of pullers to settle, in gather windows.
+const MAX_GATHER_WINDOWS: u32 = 16;
 
 /// Tuning of mesh pulls.
 #[derive(Debug, Clone)]
@@ -61,7 +66,9 @@ pub struct MeshConfig {
     /// How often providers and what they hold are looked up again during a blob's fetch.
     pub refresh: Duration,
     /// After advertising a blob, how long to wait for other pullers to show up before taking
-    /// anything from the Hub (only matters when no peer holds any of it yet).
+    /// anything from the Hub (only matters when no peer holds any of it yet). The first Hub
+    /// request also waits for a whole refresh that leaves the set of pullers unchanged (at
+    /// most 16 windows in all), so that nodes starting together agree on who owns which stripe.
     pub gather: Duration,
     /// Most providers asked per lookup.
     pub max_providers: usize,
@@ -426,8 +433,79 @@ impl Down {
         self.until.remove(id);
     }
 
-    fn is_down(&self, id: &NodeId, now: Instant) -> bool {
-        self.until.get(id).is_some_and(|(t, _)| now < *t)
+    /// The peers left alone at `now`.
+    fn downs(&self, now: Instant) -> impl Iterator<Item = NodeId> + '_ {
+        self.until
+            .iter()
+            .filter(move |(_, (t, _))| now < *t)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// The nodes seen pulling a blob lately, and when that set last changed. A node counts for
+/// [`PULLER_MEMORY`] after its last answer saying so, so that one late answer does not move
+/// stripe ownership.
+struct Pullers {
+    seen: HashMap<NodeId, Instant>,
+    current: Vec<NodeId>,
+    changed: Instant,
+}
+
+impl Pullers {
+    fn new(now: Instant) -> Pullers {
+        Pullers {
+            seen: HashMap::new(),
+            current: Vec::new(),
+            changed: now,
+        }
+    }
+
+    /// Records what `id` answered (`Some(pulling)`, or `None` for no answer) and gives the
+    /// scheduler the pullers as they now stand.
+    fn note(&mut self, id: NodeId, pulling: Option<bool>, sched: &mut Scheduler, now: Instant) {
+        match pulling {
+            Some(true) => {
+                self.seen.insert(id, now);
+            }
+            Some(false) => {
+                self.seen.remove(&id);
+            }
+            None => {}
+        }
+        let mut current: Vec<NodeId> = self
+            .seen
+            .iter()
+            .filter(|(_, t)| now < **t + PULLER_MEMORY)
+            .map(|(id, _)| *id)
+            .collect();
+        current.sort();
+        if current != self.current {
+            self.current.clone_from(&current);
+            self.changed = now;
+        }
+        // Every time: `Scheduler::remove_peer` drops a peer that did not answer from its list.
+        sched.set_pullers(current);
+    }
+}
+
+/// A provider's answer to "what do you hold of this blob?"; `None` if it did not answer in time.
+struct Answer {
+    peer: NodeInfo,
+    have: Option<Option<BlobHave>>,
+}
+
+/// What woke the fetch loop.
+enum Event {
+    Outcome(Option<Outcome>),
+    Answer(Option<Answer>),
+    Tick,
+}
+
+/// The next answer of the running refresh; never ready when none is running.
+async fn next_answer(lookup: &mut Option<BoxStream<'_, Answer>>) -> Option<Answer> {
+    match lookup {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -472,6 +550,13 @@ impl BlobFetch<'_> {
         let mut hub_failures = 0u32;
         let started = Instant::now();
         let mut last_refresh: Option<Instant> = None;
+        // The running refresh: answers are applied one by one as they arrive, so a peer that is
+        // slow to answer (or cut off) holds up neither the others nor the fetch.
+        let mut lookup: Option<BoxStream<'_, Answer>> = None;
+        let mut pullers = Pullers::new(started);
+        // When the last refresh that ran to its end began.
+        let mut refreshed: Option<Instant> = None;
+        let mut hub_opened = self.hub_only;
         let (tx, mut rx) = mpsc::channel::<Outcome>(64);
         let mut running = 0usize;
         let mut last_checkpoint = Instant::now();
@@ -483,14 +568,37 @@ impl BlobFetch<'_> {
                 let partial = self.partial.clone();
                 blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await?;
             }
-            if !self.hub_only && last_refresh.is_none_or(|t| now >= t + m.cfg.refresh) {
+            if !self.hub_only
+                && lookup.is_none()
+                && last_refresh.is_none_or(|t| now >= t + m.cfg.refresh)
+            {
                 last_refresh = Some(now);
-                self.refresh(&mut sched, &key, &mut vouched, &mut nodes, &mut down)
-                    .await;
+                let mut skip = sched.banned_peers();
+                skip.extend(down.downs(now));
+                lookup = Some(self.lookup(key.clone(), skip));
             }
-            sched.set_hub_allowed(self.hub_only || now >= started + m.cfg.gather);
-            sched.expire_stalled(now);
+            // The first Hub request waits for the pullers to settle: a whole refresh, begun
+            // after the gather window and after the last change of the pullers, that changed
+            // nothing. Nodes starting together then agree on who owns which stripe.
+            let settled =
+                refreshed.is_some_and(|t| t >= started + m.cfg.gather && t > pullers.changed);
+            let give_up = started + m.cfg.gather * MAX_GATHER_WINDOWS;
+            hub_opened |= settled || now >= give_up;
+            sched.set_hub_allowed(hub_opened);
+            for (chunk, source) in sched.expire_stalled(now) {
+                tracing::debug!(file = %self.file.path, chunk, ?source, "request stalled");
+            }
             for req in sched.plan(now) {
+                if req.source == Source::Hub {
+                    tracing::debug!(
+                        file = %self.file.path,
+                        chunks = ?req.chunks,
+                        owner = sched.stripe_owner(req.chunks.start) == m.me.id,
+                        pullers = sched.pullers(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Hub request"
+                    );
+                }
                 if req.source == Source::Hub && hub_url.is_none() {
                     match m
                         .hub
@@ -504,22 +612,42 @@ impl BlobFetch<'_> {
                 running += 1;
                 self.spawn(req, &tx, &nodes, &vouched, hub_url.clone());
             }
-            let refresh_at = last_refresh.map_or(now, |t| t + m.cfg.refresh);
-            let gather_at = started + m.cfg.gather;
+            let refresh_at = match (&lookup, last_refresh) {
+                // The next refresh is due once this one has ended.
+                (Some(_), _) => now + Duration::from_secs(3600),
+                (None, Some(t)) => t + m.cfg.refresh,
+                (None, None) => now,
+            };
             let mut wake = sched
                 .next_deadline()
                 .map_or(refresh_at, |d| d.min(refresh_at));
-            if now < gather_at {
-                wake = wake.min(gather_at);
+            if !hub_opened {
+                wake = wake.min(give_up);
             }
             if self.hub_only && running > 0 {
                 wake = now + Duration::from_secs(3600);
             }
-            let outcome = tokio::select! {
-                o = rx.recv() => o,
-                _ = tokio::time::sleep_until(wake.into()) => None,
+            let event = tokio::select! {
+                o = rx.recv() => Event::Outcome(o),
+                a = next_answer(&mut lookup) => Event::Answer(a),
+                _ = tokio::time::sleep_until(wake.into()) => Event::Tick,
             };
-            let Some(first) = outcome else { continue };
+            let first = match event {
+                Event::Outcome(Some(o)) => o,
+                Event::Outcome(None) | Event::Tick => continue,
+                Event::Answer(Some(answer)) => {
+                    let now = Instant::now();
+                    let (id, pulling) =
+                        self.apply(answer, &mut sched, &mut vouched, &mut nodes, &mut down, now);
+                    pullers.note(id, pulling, &mut sched, now);
+                    continue;
+                }
+                Event::Answer(None) => {
+                    lookup = None;
+                    refreshed = last_refresh;
+                    continue;
+                }
+            };
             let mut batch = vec![first];
             while let Ok(o) = rx.try_recv() {
                 batch.push(o);
@@ -571,70 +699,92 @@ impl BlobFetch<'_> {
         blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await
     }
 
-    /// Looks up who holds the blob and what, and tells the scheduler.
-    async fn refresh(
+    /// Starts a refresh of who holds the blob and what: the provider lookup, then one question
+    /// per provider not in `skip`; each answer comes out of the stream as it arrives.
+    fn lookup(&self, key: ContentKey, skip: Vec<NodeId>) -> BoxStream<'_, Answer> {
+        let m = self.mesh;
+        let etag = &self.file.etag;
+        let with_hashes = self.trusted.is_none();
+        stream::once(async move {
+            let asked = Instant::now();
+            match m.discovery.providers(key, m.cfg.max_providers).await {
+                Ok(p) => {
+                    tracing::debug!(
+                        found = p.len(),
+                        ms = asked.elapsed().as_millis() as u64,
+                        "provider lookup"
+                    );
+                    p
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "provider lookup failed");
+                    Vec::new()
+                }
+            }
+        })
+        .flat_map(move |providers| {
+            providers
+                .into_iter()
+                .filter(|p| !skip.contains(&p.id))
+                .map(|peer| async move {
+                    let ask = m.peers.have(&peer, etag, with_hashes);
+                    let have = match tokio::time::timeout(PEER_ANSWER_TIMEOUT, ask).await {
+                        Ok(Ok(have)) => Some(have),
+                        Ok(Err(_)) | Err(_) => None,
+                    };
+                    Answer { peer, have }
+                })
+                .collect::<FuturesUnordered<_>>()
+        })
+        .boxed()
+    }
+
+    /// Tells the scheduler what a provider answered. Returns the provider and whether it is
+    /// pulling the blob: `Some(true)` if it holds part of it, `Some(false)` if all or none, and
+    /// `None` if it did not answer.
+    fn apply(
         &self,
+        answer: Answer,
         sched: &mut Scheduler,
-        key: &ContentKey,
         vouched: &mut HashMap<NodeId, Vec<Option<ChunkHash>>>,
         nodes: &mut HashMap<NodeId, NodeInfo>,
         down: &mut Down,
-    ) {
+        now: Instant,
+    ) -> (NodeId, Option<bool>) {
         let m = self.mesh;
-        let providers = match m
-            .discovery
-            .providers(key.clone(), m.cfg.max_providers)
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "provider lookup failed");
-                return;
-            }
-        };
-        let with_hashes = self.trusted.is_none();
-        let now = Instant::now();
-        let asks: Vec<_> = providers
-            .into_iter()
-            .filter(|p| !sched.is_banned(&p.id) && !down.is_down(&p.id, now))
-            .map(|p| async move {
-                let ask = m.peers.have(&p, &self.file.etag, with_hashes);
-                let have = tokio::time::timeout(PEER_ANSWER_TIMEOUT, ask).await;
-                (p, have)
-            })
-            .collect();
-        let answers = futures_util::future::join_all(asks).await;
-        let mut pullers = Vec::new();
-        for (p, have) in answers {
-            match have {
-                Ok(Ok(Some(have))) => {
-                    down.answered(&p.id);
-                    if !have.chunks.is_full() {
-                        pullers.push(p.id);
-                    }
-                    if let Some(hashes) = have
-                        .hashes
-                        .filter(|h| h.len() as u64 == sched.local().len())
-                    {
-                        for (i, h) in hashes.iter().enumerate() {
-                            if h.is_some() {
-                                sched.set_verifiable(i as u64);
-                            }
+        let p = answer.peer;
+        let id = p.id;
+        match answer.have {
+            Some(Some(have)) => {
+                down.answered(&id);
+                let pulling = !have.chunks.is_full();
+                if let Some(hashes) = have
+                    .hashes
+                    .filter(|h| h.len() as u64 == sched.local().len())
+                {
+                    for (i, h) in hashes.iter().enumerate() {
+                        if h.is_some() {
+                            sched.set_verifiable(i as u64);
                         }
-                        vouched.insert(p.id, hashes);
                     }
-                    let near = proximity(&m.me.topology, &p.topology);
-                    sched.update_peer(p.id, have.chunks, near, m.peers.rtt(&p.id));
-                    nodes.insert(p.id, p);
+                    vouched.insert(id, hashes);
                 }
-                Ok(Ok(None)) => sched.remove_peer(&p.id),
-                Ok(Err(_)) | Err(_) => {
-                    down.failed(p.id, now);
-                    sched.remove_peer(&p.id);
-                }
+                let near = proximity(&m.me.topology, &p.topology);
+                sched.update_peer(id, have.chunks, near, m.peers.rtt(&id));
+                nodes.insert(id, p);
+                (id, Some(pulling))
+            }
+            Some(None) => {
+                sched.remove_peer(&id);
+                (id, Some(false))
+            }
+            None => {
+                tracing::debug!(peer = %id, "provider did not answer what it holds");
+                down.failed(id, now);
+                sched.remove_peer(&id);
+                (id, None)
             }
         }
-        sched.set_pullers(pullers);
     }
 
     /// Runs one request in its own task; its outcome comes back on `tx`.

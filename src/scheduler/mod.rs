@@ -9,8 +9,12 @@
 //! 2. otherwise it must come from the Hub, once for the whole cluster: the chunk's *stripe* has
 //!    one owner among the nodes pulling this blob (rendezvous hashing over their ids), and only
 //!    the owner fetches it from the Hub. The others wait for it to appear at the owner — unless
-//!    they have waited longer than `origin_grace` (the owner may be slow or dead), in which case
-//!    they fetch it from the Hub themselves.
+//!    the stripe has made no progress for its grace (the owner may be stuck, or disagree about
+//!    who owns what), in which case they fetch the rest of it from the Hub themselves. Progress
+//!    is a chunk of the stripe newly held here or by any peer; each one restarts the wait, so a
+//!    slow Hub that the owner is still draining never triggers a duplicate fetch. The grace is
+//!    `origin_grace`, or three times the longest gap seen between two progress steps of that
+//!    stripe if that is longer (a Hub slower than the fixed grace per chunk).
 //!
 //! A peer that sends a chunk that fails verification is banned for this blob and everything it
 //! owed is asked of others; a request that stalls past `stall_timeout` is given up (a strike) and
@@ -37,7 +41,8 @@ pub struct SchedConfig {
     pub hub_requests: usize,
     /// Chunks per stripe: the unit of Hub ownership and the largest Hub request.
     pub stripe_chunks: u64,
-    /// How long to wait for a stripe's owner before fetching it from the Hub ourselves.
+    /// How long a stripe may make no progress at its owner before we fetch it from the Hub
+    /// ourselves (stretched to 3 × the longest gap seen between its chunks).
     pub origin_grace: Duration,
     /// A peer request older than this is given up and re-asked elsewhere.
     pub stall_timeout: Duration,
@@ -110,6 +115,17 @@ struct PeerView {
     banned: bool,
 }
 
+/// A stripe whose chunks we wait for at its owner.
+#[derive(Debug, Clone)]
+struct StripeWait {
+    /// When the wait began, or the stripe last made progress.
+    since: Instant,
+    /// Chunks of the stripe held here or by a peer at `since`.
+    held: u64,
+    /// Longest time between two progress steps seen so far.
+    gap: Duration,
+}
+
 #[derive(Debug, Clone)]
 struct InFlight {
     source: Source,
@@ -129,7 +145,7 @@ pub struct Scheduler {
     pullers: Vec<NodeId>,
     inflight: BTreeMap<u64, InFlight>,
     hub_inflight: usize,
-    waiting_since: HashMap<u64, Instant>,
+    waiting: HashMap<u64, StripeWait>,
 }
 
 impl Scheduler {
@@ -148,7 +164,7 @@ impl Scheduler {
             pullers: vec![me],
             inflight: BTreeMap::new(),
             hub_inflight: 0,
-            waiting_since: HashMap::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -197,6 +213,15 @@ impl Scheduler {
         self.pullers.retain(|p| p != id);
     }
 
+    /// The peers banned for this blob.
+    pub fn banned_peers(&self) -> Vec<NodeId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.banned)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Whether a peer is banned.
     pub fn is_banned(&self, id: &NodeId) -> bool {
         self.peers.get(id).is_some_and(|p| p.banned)
@@ -208,6 +233,11 @@ impl Scheduler {
         pullers.sort();
         pullers.dedup();
         self.pullers = pullers;
+    }
+
+    /// How many nodes pull this blob together, this one included.
+    pub fn pullers(&self) -> usize {
+        self.pullers.len()
     }
 
     /// The owner of `chunk`'s stripe: the puller with the highest rendezvous score.
@@ -231,7 +261,6 @@ impl Scheduler {
     pub fn completed(&mut self, chunk: u64, from: Source) {
         self.local.set(chunk);
         self.verifiable.set(chunk);
-        self.waiting_since.remove(&chunk);
         if let Some(f) = self.inflight.remove(&chunk) {
             self.release(f.source);
         }
@@ -309,10 +338,7 @@ impl Scheduler {
             .values()
             .filter(|f| matches!(f.source, Source::Peer(_)))
             .map(|f| f.since + self.cfg.stall_timeout);
-        let grace = self
-            .waiting_since
-            .values()
-            .map(|t| *t + self.cfg.origin_grace);
+        let grace = self.waiting.values().map(|w| w.since + self.grace(w));
         stall.chain(grace).min()
     }
 
@@ -321,6 +347,9 @@ impl Scheduler {
         let mut out = Vec::new();
         let mut c = 0;
         let n = self.local.len();
+        let stripe_chunks = self.cfg.stripe_chunks.max(1);
+        // Stripes still waiting for their owner after this plan; the others stop waiting.
+        let mut still_waiting = Vec::new();
         while c < n {
             if self.local.get(c) || self.inflight.contains_key(&c) {
                 c += 1;
@@ -343,25 +372,52 @@ impl Scheduler {
                 c += 1;
                 continue;
             }
-            let owner = self.stripe_owner(c);
-            let since = *self.waiting_since.entry(c).or_insert(now);
-            let mine = owner == self.me || now.duration_since(since) >= self.cfg.origin_grace;
+            let stripe = c / stripe_chunks;
+            let mine = self.stripe_owner(c) == self.me || {
+                let held = self.stripe_held(stripe);
+                let w = self.waiting.entry(stripe).or_insert(StripeWait {
+                    since: now,
+                    held,
+                    gap: Duration::ZERO,
+                });
+                if held > w.held {
+                    w.gap = w.gap.max(now.duration_since(w.since));
+                    w.since = now;
+                    w.held = held;
+                }
+                let w = w.clone();
+                now.duration_since(w.since) >= self.grace(&w)
+            };
             if !mine {
+                still_waiting.push(stripe);
                 c += 1;
                 continue;
             }
-            let stripe_end = ((c / self.cfg.stripe_chunks + 1) * self.cfg.stripe_chunks).min(n);
+            let stripe_end = ((stripe + 1) * stripe_chunks).min(n);
             let end = self.run_end(c, stripe_end - c, |s, i| !s.any_peer_holds(i));
             self.start(c..end, Source::Hub, now, &mut out);
             c = end;
         }
+        self.waiting.retain(|s, _| still_waiting.contains(s));
         out
+    }
+
+    /// How long stripe wait `w` may go without progress.
+    fn grace(&self, w: &StripeWait) -> Duration {
+        self.cfg.origin_grace.max(w.gap.saturating_mul(3))
+    }
+
+    /// Chunks of `stripe` that are here or that a peer can serve.
+    fn stripe_held(&self, stripe: u64) -> u64 {
+        let k = self.cfg.stripe_chunks.max(1);
+        (stripe * k..((stripe + 1) * k).min(self.local.len()))
+            .filter(|&i| self.local.get(i) || self.any_peer_holds(i))
+            .count() as u64
     }
 
     fn start(&mut self, chunks: Range<u64>, source: Source, now: Instant, out: &mut Vec<Request>) {
         for i in chunks.clone() {
             self.inflight.insert(i, InFlight { source, since: now });
-            self.waiting_since.remove(&i);
         }
         match source {
             Source::Hub => self.hub_inflight += 1,

@@ -334,3 +334,55 @@ fn busy_holders_are_waited_for_not_bypassed_to_the_hub() {
     );
     assert!(s.plan(now).is_empty());
 }
+
+#[test]
+fn a_slow_owner_that_keeps_making_progress_is_never_duplicated() {
+    let t0 = Instant::now();
+    let cfg = SchedConfig {
+        stripe_chunks: 8,
+        ..SchedConfig::default()
+    };
+    let grace = cfg.origin_grace;
+    let (a, b) = (id(1), id(2));
+    let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(8));
+    probe.set_pullers(vec![a, b]);
+    let (owner, other) = if probe.stripe_owner(0) == a {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut s = Scheduler::new(cfg, other, b"etag", Bitmap::empty(8));
+    (0..8).for_each(|c| s.set_verifiable(c));
+    s.set_pullers(vec![owner]);
+    assert!(s.plan(t0).is_empty(), "the owner's stripe: wait");
+    // The owner draws one chunk from a slow Hub every grace minus a second: the whole stripe
+    // takes far longer than the grace, yet every step restarts the wait.
+    let step = grace - Duration::from_secs(1);
+    let mut have = Bitmap::empty(8);
+    for k in 0..7u64 {
+        let now = t0 + step * (k as u32 + 1);
+        have.set(k);
+        s.update_peer(owner, have.clone(), 2, Duration::ZERO);
+        let reqs = s.plan(now);
+        assert!(
+            reqs.iter().all(|r| r.source != Source::Hub),
+            "step {k}: the owner is progressing, no Hub request: {reqs:?}"
+        );
+        complete_all(&mut s, &reqs);
+        let deadline = s.next_deadline().expect("still waiting for chunk 7");
+        assert!(deadline > now + step, "step {k}: the wait restarted");
+    }
+    // The gaps were `step` long, so the grace is now 3 × step: still waiting just before it ends,
+    // and the last chunk comes from the Hub only once it does.
+    let last = t0 + step * 7;
+    assert!(s
+        .plan(last + step * 3 - Duration::from_millis(1))
+        .is_empty());
+    assert_eq!(
+        s.plan(last + step * 3),
+        vec![Request {
+            source: Source::Hub,
+            chunks: 7..8
+        }]
+    );
+}

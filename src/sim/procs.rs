@@ -31,6 +31,11 @@ pub fn hfmesh(bin: &Path, home: &Path) -> Command {
     cmd
 }
 
+/// The agents' log filter: `HFMESH_SIM_LOG` if set (e.g. `hfmesh::mesh=debug`), else `warn`.
+fn agent_log_filter() -> String {
+    std::env::var("HFMESH_SIM_LOG").unwrap_or_else(|_| "warn".to_owned())
+}
+
 /// Spawns `cmd` with stdout piped and stderr to `log`, and returns it with its first stdout line;
 /// the rest of stdout is drained in the background.
 pub async fn spawn_with_line(mut cmd: Command, log: &Path) -> anyhow::Result<(Child, String)> {
@@ -223,7 +228,7 @@ pub async fn start_agent(
         .args(["--max-upload-rate", &host.upload.to_string()])
         .args(["--max-download-rate", &host.download.to_string()])
         .env("HFMESH_CLUSTER_SECRET", SIM_SECRET)
-        .env("RUST_LOG", "warn");
+        .env("HFMESH_LOG", agent_log_filter());
     if !bootstrap.is_empty() {
         cmd.arg("--bootstrap").arg(bootstrap.join(","));
     }
