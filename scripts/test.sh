@@ -11,8 +11,9 @@ if ! .venv/bin/python -c "import huggingface_hub as h; assert h.__version__ == '
     .venv/bin/pip install --quiet --disable-pip-version-check "huggingface_hub==$HF_HUB_VERSION"
 fi
 
-# The mDNS test puts agents in network namespaces: it needs `ip` (iproute2) and root.
-if ! command -v ip >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+# The mDNS test and the netns simulation test (tests/simulate_netns.rs) put agents in network
+# namespaces: they need `ip` and `tc` (iproute2) and root.
+if ! { command -v ip && command -v tc; } >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "test.sh: installing iproute2" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
 fi

@@ -60,8 +60,9 @@ pub enum Command {
     ScaleModel(crate::scale::cli::ScaleArgs),
     /// Serve an HF-compatible Hub on loopback (for tests, demos and simulations).
     HubEmulator(crate::emulator::cli::HubEmulatorArgs),
-    /// Play a cluster scenario (TOML) with real agents and the hub emulator on loopback, and
-    /// write a report comparing the mesh with every host pulling from the Hub.
+    /// Play a cluster scenario (TOML) with real agents and the hub emulator (on loopback, or in
+    /// network namespaces with shaped links), and write a report comparing the mesh with every
+    /// host pulling from the Hub.
     Simulate(crate::sim::SimulateArgs),
 }
 

@@ -1,8 +1,11 @@
 //! The cluster simulation harness (`hfmesh simulate`): a scenario file (hosts, links, Hub,
 //! models, arrivals, faults) played with real `hfmesh agent` processes and the hub emulator on
-//! loopback, with per-host bandwidth caps, then a report (JSON, markdown, SVG) that compares the
+//! loopback with per-host token buckets, or each in its own network namespace with htb-shaped
+//! veth links (where zones can be partitioned), then a report (JSON, markdown, SVG) that compares the
 //! mesh with every host pulling straight from the Hub. See `simulations/README.md`.
 
+/// The network namespaces, shaped links and partitions of `network = "netns"`.
+pub mod netns;
 /// CPU and disk probes.
 pub mod probe;
 /// The runner's processes: emulator, agents, standalone pulls.
@@ -44,14 +47,21 @@ pub struct SimulateArgs {
     /// Keep the hosts' cache trees under `OUT/work` (they are deleted by default).
     #[arg(long)]
     pub keep_work: bool,
+    /// Play the scenario on this network instead of its own `network` (loopback: every process
+    /// on loopback; netns: each host in a network namespace with shaped links; needs root).
+    #[arg(long, value_enum)]
+    pub network: Option<scenario::Network>,
 }
 
 /// Runs `hfmesh simulate`: plays the scenario and writes the report.
 pub async fn main(args: SimulateArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.scenario)
         .with_context(|| format!("cannot read {}", args.scenario.display()))?;
-    let scenario = Scenario::parse(&text)
+    let mut scenario = Scenario::parse(&text)
         .with_context(|| format!("{} is not a valid scenario", args.scenario.display()))?;
+    if let Some(network) = args.network {
+        scenario = scenario.with_network(network)?;
+    }
     let opts = run::Options {
         bin: std::env::current_exe().context("cannot find the hfmesh binary")?,
         out: args.out.clone(),
@@ -70,22 +80,36 @@ pub async fn simulate(s: &Scenario, o: &run::Options, keep_work: bool) -> anyhow
     let work = o.out.join("work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
-    let hub = procs::Hub::start(&o.bin, &work, s).await?;
+    // Declared before the Hub, so dropped after it: its processes die before their namespaces.
+    let net = match s.network {
+        scenario::Network::Loopback => None,
+        scenario::Network::Netns => Some(netns::Net::build(s)?),
+    };
+    let net = net.as_ref();
+    let hub_site = net.map_or_else(netns::Site::loopback, netns::Net::hub_site);
+    let hub = procs::Hub::start(&o.bin, &work, s, &hub_site).await?;
     eprintln!("{}: one host alone from the Hub", s.name);
-    let single = run::single_host(s, o, &hub, &work).await?;
+    let single = run::single_host(s, o, &hub, &work, net).await?;
     eprintln!(
         "{}: {:.1} s alone; mesh of {} hosts",
         s.name,
         single.0,
         s.hosts.len()
     );
-    let mesh = run::phase(run::Mode::Mesh, s, o, &hub, &work.join("mesh")).await?;
+    let mesh = run::phase(run::Mode::Mesh, s, o, (&hub, net), &work.join("mesh")).await?;
     if !keep_work {
         let _ = std::fs::remove_dir_all(work.join("mesh"));
     }
     let baseline = if o.baseline {
         eprintln!("{}: baseline, every host from the Hub", s.name);
-        let b = run::phase(run::Mode::Baseline, s, o, &hub, &work.join("baseline")).await?;
+        let b = run::phase(
+            run::Mode::Baseline,
+            s,
+            o,
+            (&hub, net),
+            &work.join("baseline"),
+        )
+        .await?;
         if !keep_work {
             let _ = std::fs::remove_dir_all(work.join("baseline"));
         }

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::netns::Site;
 use super::scenario::{Host, Model, Scenario};
 
 /// Longest wait for a child's first line of stdout (the emulator hashes its synthetic files
@@ -17,9 +18,17 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// The cluster secret of simulated clusters.
 pub const SIM_SECRET: &str = "hfmesh simulation cluster secret, not for production";
 
-/// A command of the `hfmesh` binary at `bin` with no Hub, HF or hfmesh variable inherited.
-pub fn hfmesh(bin: &Path, home: &Path) -> Command {
-    let mut cmd = Command::new(bin);
+/// A command of the `hfmesh` binary at `bin` with no Hub, HF or hfmesh variable inherited, run in
+/// `site`'s network namespace if it has one (`ip netns exec` execs it: same process).
+pub fn hfmesh(bin: &Path, home: &Path, site: &Site) -> Command {
+    let mut cmd = match &site.ns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    };
     for (k, _) in std::env::vars() {
         if k.starts_with("HF_") || k.starts_with("HFMESH_") || k.starts_with("RUNPOD_") {
             cmd.env_remove(k);
@@ -97,22 +106,23 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Starts the emulator over `root` with the scenario's bandwidth cap and latency.
-    pub async fn start(bin: &Path, work: &Path, s: &Scenario) -> anyhow::Result<Hub> {
+    /// Starts the emulator over `root` at `site` with the scenario's latency, and its bandwidth
+    /// cap unless the site's link is shaped to it already.
+    pub async fn start(bin: &Path, work: &Path, s: &Scenario, site: &Site) -> anyhow::Result<Hub> {
         let root = work.join("hub-root");
         write_hub_root(&root, &s.models)?;
-        let mut cmd = hfmesh(bin, &work.join("hub-home"));
+        let mut cmd = hfmesh(bin, &work.join("hub-home"), site);
         cmd.arg("hub-emulator")
             .arg("--root")
             .arg(&root)
-            .args(["--listen", "127.0.0.1:0"]);
+            .args(["--listen", &format!("{}:0", site.ip)]);
         let (child, url) = spawn_with_line(cmd, &work.join("hub.log")).await?;
         let throttle: Vec<serde_json::Value> = (s.hub_throttle_429 > 0.0)
             .then(|| serde_json::json!({ "status": 429, "retry_after_secs": 1, "probability": s.hub_throttle_429 }))
             .into_iter()
             .collect();
         let base_faults = serde_json::json!({
-            "bandwidth_bps": s.hub_bandwidth,
+            "bandwidth_bps": (!site.shaped()).then_some(s.hub_bandwidth),
             "latency_ms": (s.hub_latency_ms > 0).then_some(s.hub_latency_ms),
             "errors": throttle,
             "seed": s.seed,
@@ -199,17 +209,19 @@ impl HostDirs {
     }
 }
 
-/// Starts `host`'s agent, bootstrapping from `bootstrap`; returns it and its libp2p address.
+/// Starts `host`'s agent at `site`, bootstrapping from `bootstrap`; returns it and its libp2p
+/// address. On loopback its caps are its own token buckets; at a shaped site, the link's.
 pub async fn start_agent(
     bin: &Path,
     hub: &str,
-    host: &Host,
+    (host, site): (&Host, &Site),
     dirs: &HostDirs,
     bootstrap: &[String],
 ) -> anyhow::Result<(Child, String)> {
     std::fs::create_dir_all(&dirs.root)?;
     let _ = std::fs::remove_file(dirs.socket());
-    let mut cmd = hfmesh(bin, &dirs.root.join("home"));
+    let mut cmd = hfmesh(bin, &dirs.root.join("home"), site);
+    let listen = format!("{}:0", site.ip);
     cmd.arg("agent")
         .arg("--cache-dir")
         .arg(dirs.cache())
@@ -218,17 +230,14 @@ pub async fn start_agent(
         .arg("--control-socket")
         .arg(dirs.socket())
         .args(["--endpoint", hub, "--metrics-listen", "off"])
-        .args([
-            "--p2p-listen",
-            "127.0.0.1:0",
-            "--quic-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--p2p-listen", &listen, "--quic-listen", &listen])
         .args(["--zone", &host.zone, "--rack", &host.rack])
-        .args(["--max-upload-rate", &host.upload.to_string()])
-        .args(["--max-download-rate", &host.download.to_string()])
         .env("HFMESH_CLUSTER_SECRET", SIM_SECRET)
         .env("HFMESH_LOG", agent_log_filter());
+    if !site.shaped() {
+        cmd.args(["--max-upload-rate", &host.upload.to_string()])
+            .args(["--max-download-rate", &host.download.to_string()]);
+    }
     if !bootstrap.is_empty() {
         cmd.arg("--bootstrap").arg(bootstrap.join(","));
     }
@@ -245,23 +254,26 @@ pub async fn start_agent(
     Ok((child, p2p))
 }
 
-/// A standalone pull of `model` into the host's cache at the host's download rate (the baseline).
+/// A standalone pull of `model` into the host's cache at the host's download rate (the baseline):
+/// its token bucket on loopback, its link at a shaped site.
 pub fn standalone_pull(
     bin: &Path,
     hub: &str,
-    host: &Host,
+    (host, site): (&Host, &Site),
     dirs: &HostDirs,
     model: &str,
 ) -> anyhow::Result<Child> {
     std::fs::create_dir_all(&dirs.root)?;
     let log = std::fs::File::create(dirs.root.join(format!("pull-{}.log", unique())))?;
-    let mut cmd = hfmesh(bin, &dirs.root.join("home"));
+    let mut cmd = hfmesh(bin, &dirs.root.join("home"), site);
     cmd.args(["pull", model, "--standalone", "--quiet", "--endpoint", hub])
         .arg("--cache-dir")
         .arg(dirs.cache())
-        .args(["--max-download-rate", &host.download.to_string()])
         .stdout(Stdio::null())
         .stderr(log);
+    if !site.shaped() {
+        cmd.args(["--max-download-rate", &host.download.to_string()]);
+    }
     Ok(cmd.spawn()?)
 }
 

@@ -74,8 +74,27 @@ pub struct Sample {
     pub disk_written: u64,
     /// Bytes served to peers so far, per host (mesh).
     pub served: Vec<u64>,
+    /// File bytes taken from peers so far, per host (mesh).
+    #[serde(default)]
+    pub from_peers: Vec<u64>,
+    /// File bytes taken from the Hub so far, per host (mesh: the agents' counters).
+    #[serde(default)]
+    pub from_hub: Vec<u64>,
     /// Hosts ready so far.
     pub ready: usize,
+}
+
+/// A zone partition as it happened in a phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cut {
+    /// The zones cut apart from each other.
+    pub zones: Vec<String>,
+    /// When it started (seconds from the phase's start).
+    pub from_secs: f64,
+    /// When it was healed (the end of the phase if the scenario gave no duration).
+    pub until_secs: Option<f64>,
+    /// Why it could not be applied or healed, if so.
+    pub error: Option<String>,
 }
 
 /// One phase (mesh or baseline).
@@ -113,6 +132,9 @@ pub struct PhaseReport {
     pub bad_chunks: u64,
     /// Ready hosts whose tree passed the huggingface_hub check, of those checked.
     pub trees_ok: Option<(usize, usize)>,
+    /// Zone partitions, in order.
+    #[serde(default)]
+    pub partitions: Vec<Cut>,
     /// The time series.
     pub samples: Vec<Sample>,
 }
@@ -165,9 +187,16 @@ impl PhaseReport {
             bad_chunks: hosts.iter().map(|h| h.bad_chunks).sum(),
             trees_ok: (!checked.is_empty())
                 .then(|| (checked.iter().filter(|&&ok| ok).count(), checked.len())),
+            partitions: Vec::new(),
             hosts,
             samples,
         }
+    }
+
+    /// The same with the partitions that happened.
+    pub fn with_partitions(mut self, partitions: Vec<Cut>) -> PhaseReport {
+        self.partitions = partitions;
+        self
     }
 }
 
@@ -193,6 +222,9 @@ pub struct Report {
     pub seed: u64,
     /// Number of hosts.
     pub hosts: usize,
+    /// `loopback` or `netns`.
+    #[serde(default)]
+    pub network: String,
     /// CPUs of the machine.
     pub cpus: usize,
     /// Bytes of the distinct models asked for.
@@ -275,6 +307,7 @@ impl Report {
             scenario: s.name.clone(),
             seed: s.seed,
             hosts: s.hosts.len(),
+            network: s.network.as_str().into(),
             cpus: super::probe::cpus(),
             model_bytes,
             hub_bandwidth: s.hub_bandwidth,
@@ -301,6 +334,10 @@ impl Report {
             "{} hosts, model {} in all, Hub capped at {}/s, seed {}, {} CPUs. One host alone from the Hub: **{:.1} s** ({} from the Hub).\n\n",
             self.hosts, mb(self.model_bytes), mb(self.hub_bandwidth), self.seed, self.cpus, self.single_host_secs, mb(self.single_host_hub_bytes)
         );
+        md += match self.network.as_str() {
+            "netns" => "Network: **netns**: each host and the Hub in its own network namespace, on one bridge; each link htb-shaped on both ends (host upload, host download, Hub egress).\n\n",
+            _ => "Network: **loopback**: every process on the runner's loopback; per-host caps are the agents' token buckets, the Hub's the emulator's.\n\n",
+        };
         md += "## Headline\n\n| | mesh | baseline (every host from the Hub) |\n|---|---|---|\n";
         let b = self.baseline.as_ref();
         md += &format!(
@@ -359,6 +396,9 @@ impl Report {
                 );
             }
         }
+        for p in phases.iter().filter(|p| !p.partitions.is_empty()) {
+            md += &partitions_md(p);
+        }
         for p in &phases {
             md += &format!("\n## Hosts ({})\n\n| host | zone | rack | asked | ready | from Hub | from peers | served | rejected chunks | tree | notes |\n|---|---|---|---|---|---|---|---|---|---|---|\n", p.mode);
             for h in &p.hosts {
@@ -390,4 +430,46 @@ impl Report {
         md += "Hub bytes and requests are the emulator's own counters; per-host bytes are each agent's `/v1/status`; CPU from `/proc/stat`, disk from `/sys/block/*/stat` (page-cache writeback may land after a phase ends).\n";
         md
     }
+}
+
+/// The partitions of a phase, each with how the hosts of its zones fared: completion under the
+/// cut is the figure of interest (a cut-off host takes the Hub, or waits for its peers).
+fn partitions_md(p: &PhaseReport) -> String {
+    let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+    let mut md = format!(
+        "\n## Partitions ({})\n\n| zones cut apart | from | until | zone | hosts asked | ready during the cut | ready | from Hub | from peers |\n|---|---|---|---|---|---|---|---|---|\n",
+        p.mode
+    );
+    for c in &p.partitions {
+        let until = c.until_secs.map_or("—".into(), |t| format!("{t:.1} s"));
+        for (i, zone) in c.zones.iter().enumerate() {
+            let hosts: Vec<&HostResult> = p
+                .hosts
+                .iter()
+                .filter(|h| &h.zone == zone && h.asked_at.is_some())
+                .collect();
+            let during = hosts
+                .iter()
+                .filter_map(|h| h.ready_at)
+                .filter(|&t| t >= c.from_secs && c.until_secs.is_none_or(|u| t <= u))
+                .count();
+            let ready = hosts.iter().filter(|h| h.ready_at.is_some()).count();
+            let (head, from, to) = if i == 0 {
+                let mut head = c.zones.join(" / ");
+                if let Some(e) = &c.error {
+                    head = format!("{head} (**not applied**: {e})");
+                }
+                (head, format!("{:.1} s", c.from_secs), until.clone())
+            } else {
+                Default::default()
+            };
+            md += &format!(
+                "| {head} | {from} | {to} | {zone} | {} | {during} | {ready} | {} | {} |\n",
+                hosts.len(),
+                mb(hosts.iter().map(|h| h.bytes_from_hub).sum()),
+                mb(hosts.iter().map(|h| h.bytes_from_peers).sum()),
+            );
+        }
+    }
+    md
 }

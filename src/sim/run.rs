@@ -1,4 +1,5 @@
-//! The runner: plays a scenario against real processes on loopback, in three phases on one
+//! The runner: plays a scenario against real processes on loopback or in network namespaces
+//! (`netns.rs`), in three phases on one
 //! emulator (its counters reset in between): one host alone from the Hub (the yardstick), the
 //! mesh (every host an `hfmesh agent`, pulls through the control API), and optionally the
 //! baseline (every host a `hfmesh pull --standalone` at the same download cap). Each phase is
@@ -14,9 +15,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::netns::{Net, Site};
 use super::probe;
 use super::procs::{self, HostDirs, Hub};
-use super::report::{HostResult, PhaseReport, Sample};
+use super::report::{Cut, HostResult, PhaseReport, Sample};
 use super::scenario::{FaultKind, Scenario};
 
 /// How often counters are sampled.
@@ -57,13 +59,15 @@ pub async fn single_host(
     o: &Options,
     hub: &Hub,
     work: &Path,
+    net: Option<&Net>,
 ) -> anyhow::Result<(f64, u64)> {
     let ask = &s.asks[0];
     let host = &s.hosts[ask.host];
+    let site = net.map_or_else(Site::loopback, |n| n.host_site(ask.host));
     let dirs = HostDirs::new(&work.join("single"), host);
     hub.reset().await?;
     let start = Instant::now();
-    let mut child = procs::standalone_pull(&o.bin, &hub.url, host, &dirs, &ask.model)?;
+    let mut child = procs::standalone_pull(&o.bin, &hub.url, (host, &site), &dirs, &ask.model)?;
     let limit = Duration::from_secs_f64(s.timeout_secs);
     let status = tokio::time::timeout(limit, child.wait())
         .await
@@ -82,10 +86,17 @@ pub async fn single_host(
 
 #[derive(Debug)]
 enum Event {
-    Ask { host: usize, model: String },
+    Ask {
+        host: usize,
+        model: String,
+    },
     Kill(usize),
     Restart(usize),
     HubErrors(Option<u16>),
+    /// Partition number `n` (its index in the scenario's faults) starts.
+    Cut(usize),
+    /// It ends.
+    Heal(usize),
 }
 
 fn timeline(s: &Scenario) -> VecDeque<(f64, Event)> {
@@ -102,7 +113,7 @@ fn timeline(s: &Scenario) -> VecDeque<(f64, Event)> {
             )
         })
         .collect();
-    for f in &s.faults {
+    for (n, f) in s.faults.iter().enumerate() {
         match &f.kind {
             FaultKind::Kill { host } => events.push((f.at_secs, Event::Kill(*host))),
             FaultKind::Restart { host } => events.push((f.at_secs, Event::Restart(*host))),
@@ -115,7 +126,12 @@ fn timeline(s: &Scenario) -> VecDeque<(f64, Event)> {
                 events.push((f.at_secs, Event::HubErrors(Some(status))));
                 events.push((f.at_secs + duration_secs, Event::HubErrors(None)));
             }
-            FaultKind::Partition { .. } => {} // refused by the parser on loopback
+            FaultKind::Partition { duration_secs, .. } => {
+                events.push((f.at_secs, Event::Cut(n)));
+                if let Some(d) = duration_secs {
+                    events.push((f.at_secs + d, Event::Heal(n)));
+                }
+            }
         }
     }
     events.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -131,6 +147,8 @@ struct Phase<'a> {
     s: &'a Scenario,
     o: &'a Options,
     hub: &'a Hub,
+    net: Option<&'a Net>,
+    sites: Vec<Site>,
     dirs: Vec<HostDirs>,
     agents: Vec<Option<Child>>,
     p2p: Vec<Option<String>>,
@@ -146,6 +164,8 @@ struct Phase<'a> {
     t0: Instant,
     cpu: (u64, u64),
     disk0: u64,
+    /// Partitions so far, by fault index; `until_secs` is unset while one is in force.
+    cuts: Vec<(usize, Cut)>,
 }
 
 /// Plays the scenario in `mode` and reports it.
@@ -153,7 +173,7 @@ pub async fn phase(
     mode: Mode,
     s: &Scenario,
     o: &Options,
-    hub: &Hub,
+    (hub, net): (&Hub, Option<&Net>),
     work: &Path,
 ) -> anyhow::Result<PhaseReport> {
     hub.reset().await?;
@@ -165,6 +185,10 @@ pub async fn phase(
         s,
         o,
         hub,
+        net,
+        sites: (0..n)
+            .map(|h| net.map_or_else(Site::loopback, |net| net.host_site(h)))
+            .collect(),
         dirs: s.hosts.iter().map(|h| HostDirs::new(work, h)).collect(),
         agents: (0..n).map(|_| None).collect(),
         p2p: vec![None; n],
@@ -179,6 +203,7 @@ pub async fn phase(
         t0: Instant::now(),
         cpu: probe::cpu_jiffies(),
         disk0: probe::disk_written(),
+        cuts: Vec::new(),
     };
     if mode == Mode::Mesh {
         p.start_cluster().await?;
@@ -215,6 +240,10 @@ pub async fn phase(
     p.stop().await;
     p.check_trees().await;
     let (hub_bytes, hub_requests) = hub.stats().await?;
+    let cuts = std::mem::take(&mut p.cuts)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
     Ok(PhaseReport::new(
         mode,
         p.results,
@@ -223,7 +252,8 @@ pub async fn phase(
         hub_requests,
         timed_out,
         wall,
-    ))
+    )
+    .with_partitions(cuts))
 }
 
 impl Phase<'_> {
@@ -244,7 +274,7 @@ impl Phase<'_> {
             let (child, addr) = procs::start_agent(
                 &self.o.bin,
                 &self.hub.url,
-                &self.s.hosts[h],
+                (&self.s.hosts[h], &self.sites[h]),
                 &self.dirs[h],
                 &boot,
             )
@@ -324,7 +354,7 @@ impl Phase<'_> {
                     match procs::start_agent(
                         &self.o.bin,
                         &self.hub.url,
-                        &self.s.hosts[h],
+                        (&self.s.hosts[h], &self.sites[h]),
                         &self.dirs[h],
                         &boot,
                     )
@@ -349,6 +379,54 @@ impl Phase<'_> {
                 if let Err(e) = self.hub.set_errors(status).await {
                     tracing::warn!("cannot set Hub faults: {e:#}");
                 }
+            }
+            Event::Cut(n) => self.cut(n, now),
+            Event::Heal(n) => self.heal(n, now),
+        }
+    }
+
+    fn zones_of(&self, n: usize) -> Vec<String> {
+        match &self.s.faults[n].kind {
+            FaultKind::Partition { zones, .. } => zones.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Starts partition `n` (the fault's index): the network drops packets between its zones.
+    fn cut(&mut self, n: usize, now: f64) {
+        let zones = self.zones_of(n);
+        let error = match self.net {
+            Some(net) => net.cut(n, &zones).err().map(|e| format!("{e:#}")),
+            None => Some("partitions need network = \"netns\"".into()),
+        };
+        if let Some(e) = &error {
+            tracing::warn!("cannot cut {zones:?} apart: {e}");
+        }
+        self.cuts.push((
+            n,
+            Cut {
+                zones,
+                from_secs: now,
+                until_secs: None,
+                error,
+            },
+        ));
+    }
+
+    /// Ends partition `n`.
+    fn heal(&mut self, n: usize, now: f64) {
+        let zones = self.zones_of(n);
+        let Some((_, cut)) = self
+            .cuts
+            .iter_mut()
+            .find(|(k, c)| *k == n && c.until_secs.is_none())
+        else {
+            return;
+        };
+        cut.until_secs = Some(now);
+        if let (Some(net), None) = (self.net, &cut.error) {
+            if let Err(e) = net.heal(n, &zones) {
+                cut.error = Some(format!("cannot heal: {e:#}"));
             }
         }
     }
@@ -384,7 +462,7 @@ impl Phase<'_> {
                 let spawned = procs::standalone_pull(
                     &self.o.bin,
                     &self.hub.url,
-                    &self.s.hosts[h],
+                    (&self.s.hosts[h], &self.sites[h]),
                     &self.dirs[h],
                     &model,
                 );
@@ -467,11 +545,23 @@ impl Phase<'_> {
             },
             disk_written: probe::disk_written().saturating_sub(self.disk0),
             served: self.results.iter().map(|r| r.bytes_served).collect(),
+            from_peers: self.results.iter().map(|r| r.bytes_from_peers).collect(),
+            from_hub: self.results.iter().map(|r| r.bytes_from_hub).collect(),
             ready: self.results.iter().filter(|r| r.ready_at.is_some()).count(),
         }
     }
 
     async fn stop(&mut self) {
+        let now = self.now();
+        let open: Vec<usize> = self
+            .cuts
+            .iter()
+            .filter(|(_, c)| c.until_secs.is_none())
+            .map(|(n, _)| *n)
+            .collect();
+        for n in open {
+            self.heal(n, now);
+        }
         for c in &self.pull_cancel {
             c.cancel();
         }

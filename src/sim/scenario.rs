@@ -48,6 +48,8 @@ struct RawScenario {
     #[serde(default)]
     seed: u64,
     timeout_secs: f64,
+    #[serde(default)]
+    network: Network,
     hub: RawHub,
     model: Vec<RawModel>,
     hosts: Vec<RawHosts>,
@@ -169,8 +171,7 @@ struct RawFault {
     kind: String,
     host: Option<usize>,
     duration_secs: Option<f64>,
-    a: Option<String>,
-    b: Option<String>,
+    zones: Option<Vec<String>>,
 }
 
 impl RawFault {
@@ -201,11 +202,10 @@ impl RawFault {
                 duration_secs: duration_secs()?,
             },
             "partition" => {
-                need(self.a.is_some() && self.b.is_some(), "a` and `b")?;
+                need(self.zones.is_some(), "zones")?;
                 FaultKind::Partition {
-                    a: self.a.clone().unwrap_or_default(),
-                    b: self.b.clone().unwrap_or_default(),
-                    duration_secs: duration_secs()?,
+                    zones: self.zones.clone().unwrap_or_default(),
+                    duration_secs: self.duration_secs,
                 }
             }
             other => {
@@ -240,15 +240,37 @@ pub enum FaultKind {
         /// How long.
         duration_secs: f64,
     },
-    /// A partition between two zones (needs per-host network namespaces; refused on loopback).
+    /// A partition between zones: no packet passes between hosts of two different zones of the
+    /// list (hosts within a zone, and every host with the Hub, still talk). Needs
+    /// `network = "netns"`.
     Partition {
-        /// One side.
-        a: String,
-        /// The other side.
-        b: String,
-        /// How long.
-        duration_secs: f64,
+        /// Two or more zones, each cut off from the others of the list.
+        zones: Vec<String>,
+        /// How long (`None`: until the phase ends).
+        duration_secs: Option<f64>,
     },
+}
+
+/// Where the hosts' processes run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Every process on the runner's loopback; per-host caps are the agents' token buckets.
+    #[default]
+    Loopback,
+    /// Each host (and the Hub) in its own network namespace, joined to a bridge by a veth pair
+    /// whose two ends are htb-shaped at the host's upload and download caps.
+    Netns,
+}
+
+impl Network {
+    /// `loopback` or `netns`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Loopback => "loopback",
+            Network::Netns => "netns",
+        }
+    }
 }
 
 /// Pass marks of the headline figures, checked in the report.
@@ -270,6 +292,8 @@ pub struct Scenario {
     pub seed: u64,
     /// The run stops by itself after this many seconds of cluster time.
     pub timeout_secs: f64,
+    /// Loopback or one network namespace per host.
+    pub network: Network,
     /// The Hub's shared egress cap, bytes per second.
     pub hub_bandwidth: u64,
     /// Added latency of every Hub answer.
@@ -431,17 +455,18 @@ impl RawScenario {
         for f in self.fault {
             time("fault.at_secs", f.at_secs)?;
             let kind = f.kind()?;
-            check_fault(&kind, hosts.len())?;
+            check_fault(&kind, &hosts)?;
             faults.push(Fault {
                 at_secs: f.at_secs,
                 kind,
             });
         }
         faults.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
-        Ok(Scenario {
+        let s = Scenario {
             name: self.name,
             seed: self.seed,
             timeout_secs: self.timeout_secs,
+            network: self.network,
             hub_bandwidth,
             hub_latency_ms: self.hub.latency_ms,
             hub_throttle_429: self.hub.throttle_429,
@@ -450,7 +475,9 @@ impl RawScenario {
             asks,
             faults,
             targets: self.targets,
-        })
+        };
+        s.check_network()?;
+        Ok(s)
     }
 }
 
@@ -490,18 +517,69 @@ fn expand_hosts(groups: &[RawHosts]) -> Result<Vec<Host>, ScenarioError> {
     Ok(hosts)
 }
 
-fn check_fault(kind: &FaultKind, hosts: usize) -> Result<(), ScenarioError> {
+fn check_fault(kind: &FaultKind, hosts: &[Host]) -> Result<(), ScenarioError> {
+    let n = hosts.len();
     match kind {
-        FaultKind::Kill { host } | FaultKind::Restart { host } if *host >= hosts => {
-            bad(format!("a fault names host {host}, but there are {hosts} hosts"))
-        }
+        FaultKind::Kill { host } | FaultKind::Restart { host } if *host >= n => bad(format!(
+            "a fault names host {host}, but there are {n} hosts"
+        )),
         FaultKind::HubOutage { duration_secs } | FaultKind::Hub429 { duration_secs } => {
             time("fault.duration_secs", *duration_secs).map(drop)
         }
-        FaultKind::Partition { .. } => bad(
-            "partition faults need per-host network namespaces, which this loopback runner does not build yet; remove the fault",
-        ),
+        FaultKind::Partition {
+            zones,
+            duration_secs,
+        } => {
+            if let Some(d) = duration_secs {
+                time("fault.duration_secs", *d)?;
+            }
+            if let Some(z) = zones.iter().find(|z| !hosts.iter().any(|h| &h.zone == *z)) {
+                return bad(format!(
+                    "a partition names zone {z:?}, which no [[hosts]] group has"
+                ));
+            }
+            let mut distinct = zones.clone();
+            distinct.sort();
+            distinct.dedup();
+            if distinct.len() < 2 || distinct.len() != zones.len() {
+                return bad("a partition's `zones` must list two or more different zones");
+            }
+            Ok(())
+        }
         _ => Ok(()),
+    }
+}
+
+impl Scenario {
+    /// The zones of the hosts, in order of first appearance.
+    pub fn zones(&self) -> Vec<String> {
+        let mut zones: Vec<String> = Vec::new();
+        for h in &self.hosts {
+            if !zones.contains(&h.zone) {
+                zones.push(h.zone.clone());
+            }
+        }
+        zones
+    }
+
+    /// The scenario played on `network` instead of its own (`hfmesh simulate --network`).
+    pub fn with_network(mut self, network: Network) -> Result<Scenario, ScenarioError> {
+        self.network = network;
+        self.check_network()?;
+        Ok(self)
+    }
+
+    fn check_network(&self) -> Result<(), ScenarioError> {
+        let partition = self
+            .faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::Partition { .. }));
+        if partition && self.network == Network::Loopback {
+            return bad(
+                "partition faults need `network = \"netns\"`: on loopback every host shares one network and cannot be cut off",
+            );
+        }
+        Ok(())
     }
 }
 

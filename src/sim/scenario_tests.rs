@@ -87,16 +87,46 @@ fn faults_parse_and_sort() {
 #[test]
 fn mistakes_are_one_clear_sentence() {
     let cases = [
-        ("[[arrival]]\nmodel = \"sim/x\"\npattern = \"all-at-once\"\n", "no [[model]] declares"),
-        ("[[arrival]]\nmodel = \"sim/m\"\nhosts = [9]\npattern = \"all-at-once\"\n", "there are 4 hosts"),
-        (&format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"kill\"\nhost = 7\n"), "there are 4 hosts"),
-        (&format!("{ALL}[[fault]]\nat_secs = -1\nkind = \"kill\"\nhost = 1\n"), "0 or more"),
-        (&format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"partition\"\na = \"z1\"\nb = \"z2\"\nduration_secs = 1\n"), "network namespaces"),
-        (&format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"explode\"\n"), "is unknown; use kill"),
-        (&format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"kill\"\n"), "needs `host`"),
-        ("[[arrival]]\nmodel = \"sim/m\"\npattern = \"staggered\"\n", "needs `every_secs`"),
-        ("[[arrival]]\nmodel = \"sim/m\"\npattern = \"burst\"\n", "use all-at-once"),
-        ("[[arrival]]\nmodel = \"sim/m\"\npattern = \"poisson\"\nrate_per_sec = 0\n", "more than 0"),
+        (
+            "[[arrival]]\nmodel = \"sim/x\"\npattern = \"all-at-once\"\n",
+            "no [[model]] declares",
+        ),
+        (
+            "[[arrival]]\nmodel = \"sim/m\"\nhosts = [9]\npattern = \"all-at-once\"\n",
+            "there are 4 hosts",
+        ),
+        (
+            &format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"kill\"\nhost = 7\n"),
+            "there are 4 hosts",
+        ),
+        (
+            &format!("{ALL}[[fault]]\nat_secs = -1\nkind = \"kill\"\nhost = 1\n"),
+            "0 or more",
+        ),
+        (
+            &format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"partition\"\n"),
+            "needs `zones`",
+        ),
+        (
+            &format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"explode\"\n"),
+            "is unknown; use kill",
+        ),
+        (
+            &format!("{ALL}[[fault]]\nat_secs = 1\nkind = \"kill\"\n"),
+            "needs `host`",
+        ),
+        (
+            "[[arrival]]\nmodel = \"sim/m\"\npattern = \"staggered\"\n",
+            "needs `every_secs`",
+        ),
+        (
+            "[[arrival]]\nmodel = \"sim/m\"\npattern = \"burst\"\n",
+            "use all-at-once",
+        ),
+        (
+            "[[arrival]]\nmodel = \"sim/m\"\npattern = \"poisson\"\nrate_per_sec = 0\n",
+            "more than 0",
+        ),
         ("", "at least one [[arrival]]"),
         (&format!("{ALL}colour = \"red\"\n"), "not valid"),
     ];
@@ -131,6 +161,77 @@ fn mistakes_are_one_clear_sentence() {
         .unwrap_err()
         .0;
     assert!(e.contains("timeout_secs"), "{e}");
+}
+
+const TWO_ZONES: &str =
+    "[[hosts]]\ncount = 2\nzone = \"z2\"\nupload = \"5MB\"\ndownload = \"5MB\"\n";
+
+fn netns(extra: &str) -> Result<Scenario, ScenarioError> {
+    let base = BASE.replace(
+        "timeout_secs = 60",
+        "timeout_secs = 60\nnetwork = \"netns\"",
+    );
+    Scenario::parse(&format!("{base}{TWO_ZONES}{ALL}{extra}"))
+}
+
+#[test]
+fn the_network_and_partitions_parse() {
+    assert_eq!(with(ALL).unwrap().network, Network::Loopback, "the default");
+    let s = netns("[[fault]]\nat_secs = 4\nkind = \"partition\"\nzones = [\"z2\", \"z1\"]\nduration_secs = 6\n").unwrap();
+    assert_eq!(s.network, Network::Netns);
+    assert_eq!(s.zones(), ["z1", "z2"]);
+    assert_eq!(
+        s.faults[0].kind,
+        FaultKind::Partition {
+            zones: vec!["z2".into(), "z1".into()],
+            duration_secs: Some(6.0)
+        }
+    );
+    let s =
+        netns("[[fault]]\nat_secs = 0\nkind = \"partition\"\nzones = [\"z1\", \"z2\"]\n").unwrap();
+    assert!(
+        matches!(
+            &s.faults[0].kind,
+            FaultKind::Partition {
+                duration_secs: None,
+                ..
+            }
+        ),
+        "no duration: until the phase ends"
+    );
+    let cut = "[[fault]]\nat_secs = 0\nkind = \"partition\"\nzones = [\"z1\", \"z2\"]\n";
+    let e = Scenario::parse(&format!("{BASE}{TWO_ZONES}{ALL}{cut}"))
+        .unwrap_err()
+        .0;
+    assert!(e.contains("need `network = \"netns\"`"), "on loopback: {e}");
+    let e = s.clone().with_network(Network::Loopback).unwrap_err().0;
+    assert!(e.contains("need `network = \"netns\"`"), "{e}");
+    assert_eq!(
+        s.with_network(Network::Netns).unwrap().network,
+        Network::Netns
+    );
+}
+
+#[test]
+fn network_and_partition_mistakes_are_one_sentence() {
+    let cases = [
+        ("[[fault]]\nat_secs = 1\nkind = \"partition\"\nzones = [\"z1\", \"z9\"]\n", "zone \"z9\", which no [[hosts]] group has"),
+        ("[[fault]]\nat_secs = 1\nkind = \"partition\"\nzones = [\"z1\"]\n", "two or more different zones"),
+        ("[[fault]]\nat_secs = 1\nkind = \"partition\"\nzones = [\"z1\", \"z1\"]\n", "two or more different zones"),
+        ("[[fault]]\nat_secs = 1\nkind = \"partition\"\nzones = [\"z1\", \"z2\"]\nduration_secs = -2\n", "0 or more"),
+    ];
+    for (extra, want) in cases {
+        let e = netns(extra).unwrap_err().0;
+        assert!(e.contains(want), "{extra:?}: {e}");
+        assert!(!e.contains('\n'), "one line: {e:?}");
+    }
+    let e = Scenario::parse(&format!(
+        "{}{ALL}",
+        BASE.replace("timeout_secs = 60", "timeout_secs = 60\nnetwork = \"wifi\"")
+    ))
+    .unwrap_err()
+    .0;
+    assert!(e.contains("loopback") && e.contains("netns"), "{e}");
 }
 
 #[test]
