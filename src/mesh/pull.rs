@@ -784,10 +784,10 @@ fn write_verified(
         if data.len() as u64 != range.end - range.start || *blake3::hash(&data).as_bytes() != want {
             return (done, Some(Fault::BadChunk), bytes);
         }
-        if partial.write_at(range.start, &data).is_err() {
+        // A chunk complete already (a hedged duplicate) is not written again.
+        if partial.complete_chunk(index, &data, want).is_err() {
             return (done, Some(Fault::Failed), bytes);
         }
-        partial.mark_complete_with_hash(index, want);
         bytes += data.len() as u64;
         done.push(index);
     }
@@ -834,9 +834,7 @@ async fn fetch_hub_chunks(
                         let p = partial.clone();
                         let written = tokio::task::spawn_blocking(move || {
                             let hash = *blake3::hash(&data).as_bytes();
-                            p.write_at(want.start, &data)
-                                .map(|_| p.mark_complete_with_hash(index, hash))
-                                .is_ok()
+                            p.complete_chunk(index, &data, hash).is_ok()
                         })
                         .await
                         .unwrap_or(false);
