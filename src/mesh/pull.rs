@@ -475,13 +475,23 @@ impl BlobFetch<'_> {
         let (tx, mut rx) = mpsc::channel::<Outcome>(64);
         let mut running = 0usize;
         let mut last_checkpoint = Instant::now();
+        let mut checkpointing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
         let key = ContentKey::Blob(etag.clone());
         while !sched.is_done() {
             let now = Instant::now();
-            if now >= last_checkpoint + CHECKPOINT_EVERY {
+            // Checkpoints run beside the transfer (an fsync of what arrived in the last second
+            // can take that long again); a new one starts only when the previous one is done.
+            if now >= last_checkpoint + CHECKPOINT_EVERY
+                && checkpointing.as_ref().is_none_or(|c| c.is_finished())
+            {
+                if let Some(done) = checkpointing.take() {
+                    done.await
+                        .map_err(|e| PullError::Task(e.to_string()))?
+                        .map_err(StoreError::Io)?;
+                }
                 last_checkpoint = now;
                 let partial = self.partial.clone();
-                blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await?;
+                checkpointing = Some(tokio::task::spawn_blocking(move || partial.checkpoint()));
             }
             if !self.hub_only && last_refresh.is_none_or(|t| now >= t + m.cfg.refresh) {
                 last_refresh = Some(now);
@@ -566,6 +576,9 @@ impl BlobFetch<'_> {
             let Some(o) = rx.recv().await else { break };
             running -= 1;
             self.progress.received(o.bytes, origin(o.request.source));
+        }
+        if let Some(c) = checkpointing {
+            let _ = c.await; // superseded by the final checkpoint
         }
         let partial = self.partial.clone();
         blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await

@@ -48,6 +48,8 @@ pub struct PartialBlob {
     /// Held while a chunk is checked, written and marked by [`PartialBlob::complete_chunk`], so
     /// a chunk once complete is never written again.
     writing: Mutex<()>,
+    /// Held by [`PartialBlob::checkpoint`].
+    checkpointing: Mutex<()>,
     /// The etag hash of the complete prefix of the blob, fed as chunks complete.
     prefix: Mutex<EtagPrefix>,
 }
@@ -114,6 +116,7 @@ impl PartialBlob {
             done: Mutex::new(done),
             hashes: Mutex::new(hashes),
             writing: Mutex::new(()),
+            checkpointing: Mutex::new(()),
             prefix: Mutex::new(EtagPrefix {
                 hasher: Some(etag.hasher(size)),
                 next: 0,
@@ -275,9 +278,12 @@ impl PartialBlob {
         (0..self.chunks()).all(|i| self.has_chunk(i))
     }
 
-    /// Syncs the data, then persists the record of complete chunks (atomically).
+    /// Syncs the data, then persists the record of complete chunks (atomically). The record is
+    /// taken before the sync, so it names only chunks written before the sync started (a chunk is
+    /// written before it is marked), even while other threads keep writing. One checkpoint at a
+    /// time; it may run alongside writes.
     pub fn checkpoint(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        let _one = self.checkpointing.lock().expect("checkpoint lock");
         let record = Record {
             version: RECORD_VERSION,
             etag: self.etag.to_string(),
@@ -286,6 +292,7 @@ impl PartialBlob {
             done: self.done.lock().expect("bitmap lock").clone(),
             hashes: self.hashes.lock().expect("hashes lock").clone(),
         };
+        self.file.sync_data()?;
         let bytes = postcard::to_stdvec(&record).map_err(io::Error::other)?;
         let dir = self.record_path.parent().expect("record has a parent");
         crate::cache::fsutil::write_atomic(dir, &self.record_path, &bytes)
