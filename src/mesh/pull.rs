@@ -689,47 +689,46 @@ impl BlobFetch<'_> {
                 let limit = self.mesh.cfg.limits.download.clone();
                 tokio::spawn(async move {
                     let count = (request.chunks.end - request.chunks.start) as u32;
+                    // Each chunk is verified and written on a blocking thread as soon as it
+                    // arrives, while the rest of the request is still on the wire.
+                    let (chunk_tx, chunk_rx) = std::sync::mpsc::channel::<(u64, Bytes)>();
+                    let req = request.clone();
+                    let writer = tokio::task::spawn_blocking(move || {
+                        write_verified(&partial, &req, chunk_rx, &expected)
+                    });
+                    let mut received = 0u64;
                     let got = peers
-                        .chunks(&node, &etag, request.chunks.start, count)
+                        .chunks(&node, &etag, request.chunks.start, count, &mut |i, b| {
+                            received += b.len() as u64;
+                            let _ = chunk_tx.send((i, b));
+                        })
                         .await;
-                    if let Ok(chunks) = &got {
-                        // Paid on arrival: the link's average rate holds, bursts may not.
-                        let n = chunks.iter().map(|(_, d)| d.len() as u64).sum();
-                        pay(&limit, n).await;
-                    }
-                    let outcome = match got {
-                        Err(_) => {
-                            let chunks = request.chunks.clone().collect();
-                            Outcome {
-                                request,
-                                done: vec![],
-                                fault: Some((chunks, Fault::Failed)),
-                                bytes: 0,
-                            }
-                        }
-                        Ok(chunks) => {
-                            let req = request.clone();
-                            let res = blocking(move || {
-                                Ok(write_verified(&partial, &req, chunks, &expected))
-                            })
-                            .await
-                            .unwrap_or_else(|_| (vec![], Some(Fault::Failed), 0));
-                            let (done, fault, bytes) = res;
-                            counters
-                                .bytes_from_peers
-                                .fetch_add(bytes, Ordering::Relaxed);
-                            let rest: Vec<u64> = request
-                                .chunks
-                                .clone()
-                                .filter(|c| !done.contains(c))
-                                .collect();
-                            Outcome {
-                                request,
-                                done,
-                                fault: fault.map(|f| (rest, f)),
-                                bytes,
-                            }
-                        }
+                    drop(chunk_tx);
+                    // Paid on arrival: the link's average rate holds, bursts may not.
+                    pay(&limit, received).await;
+                    let (done, fault, bytes) = writer
+                        .await
+                        .unwrap_or_else(|_| (vec![], Some(Fault::Failed), 0));
+                    // A peer that failed mid-request is at fault for the rest (unless what it
+                    // did send was bad).
+                    let fault = match (&got, fault) {
+                        (Err(_), Some(Fault::BadChunk)) => Some(Fault::BadChunk),
+                        (Err(_), _) => Some(Fault::Failed),
+                        (Ok(()), f) => f,
+                    };
+                    counters
+                        .bytes_from_peers
+                        .fetch_add(bytes, Ordering::Relaxed);
+                    let rest: Vec<u64> = request
+                        .chunks
+                        .clone()
+                        .filter(|c| !done.contains(c))
+                        .collect();
+                    let outcome = Outcome {
+                        request,
+                        done,
+                        fault: fault.map(|f| (rest, f)),
+                        bytes,
                     };
                     let _ = tx.send(outcome).await;
                 });
@@ -781,7 +780,7 @@ fn origin(source: Source) -> Origin {
 fn write_verified(
     partial: &PartialBlob,
     request: &Request,
-    chunks: Vec<(u64, Bytes)>,
+    chunks: impl IntoIterator<Item = (u64, Bytes)>,
     expected: &[Option<ChunkHash>],
 ) -> (Vec<u64>, Option<Fault>, u64) {
     let mut done = Vec::new();
