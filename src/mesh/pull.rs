@@ -339,6 +339,7 @@ impl Mesh {
                 Arc::new(blocking(move || Ok(PartialBlob::open(&dir, &etag, size)?)).await?);
             progress.advance(partial.bytes_done());
             self.store.begin_blob(partial.clone());
+            let started = Instant::now();
             let fetched = BlobFetch {
                 mesh: self,
                 what,
@@ -356,7 +357,16 @@ impl Mesh {
                 self.store.drop_blob(&file.etag);
                 return Err(e);
             }
-            match commit_verified(cache, file, partial.clone()).await {
+            let fetched_in = started.elapsed();
+            let verified = commit_verified(cache, file, partial.clone()).await;
+            tracing::debug!(
+                path = %file.path,
+                size = file.size,
+                fetch_ms = fetched_in.as_millis() as u64,
+                verify_ms = (started.elapsed() - fetched_in).as_millis() as u64,
+                "blob fetched and verified"
+            );
+            match verified {
                 Ok(path) => {
                     let hashes: Vec<ChunkHash> = (0..partial.chunks())
                         .map(|i| partial.chunk_hash(i).unwrap_or([0; 32]))

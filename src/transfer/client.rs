@@ -459,6 +459,19 @@ impl PeerConn {
             return Err(self.violation("sent frames after the last chunk"));
         }
         self.counters.sample(&self.conn);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let path = self.conn.stats().path;
+            tracing::trace!(
+                peer = %self.peer,
+                first,
+                count,
+                rtt_us = path.rtt.as_micros() as u64,
+                cwnd = path.cwnd,
+                lost = path.lost_packets,
+                congestion_events = path.congestion_events,
+                "chunks received"
+            );
+        }
         Ok(missing)
     }
 }
