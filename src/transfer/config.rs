@@ -36,7 +36,8 @@
 //!   ~208 KiB: at 1 GB/s that is 200 µs of packets, so a receiver that is scheduled late drops
 //!   datagrams, Cubic backs off and black-hole detection even drops the MTU back to 1200. The
 //!   kernel caps the request at `net.core.rmem_max`/`wmem_max`; operators should raise those
-//!   (for example to 32 MiB; `deploy/` should set this).
+//!   (`deploy/systemd/99-hfmesh-sysctl.conf` sets 32 MiB; `scripts/bench.sh` raises them for its
+//!   run when it is root). With 65000-byte packets on loopback some drops remain even then.
 //! - **Streams.** [`MAX_CONCURRENT_BIDI_STREAMS`] = 256 requests in flight per connection
 //!   (hundreds of chunk requests from a scheduler), no unidirectional streams, no datagrams.
 //!   Send fairness is off so a stream's chunks finish in order instead of all interleaving.
