@@ -8,7 +8,8 @@
 # Settings (environment): HFMESH_BENCH_SIZE (model bytes, default 2 GiB + 4 MiB + 7),
 # HFMESH_BENCH_REPEAT (default 3), HFMESH_BENCH_WARM_RUNS (default 20), HFMESH_BENCH_WORK
 # (scratch dir, default OUT_DIR/work; needs about 3 × the model size free),
-# HFMESH_BENCH_STRESS=1 also runs the ignored stress_* tests (chunk-size study).
+# HFMESH_BENCH_STRESS=1 also runs the ignored stress_* tests (chunk-size study),
+# HFMESH_BENCH_KEEP_SYSCTL=1 keeps the host's UDP buffer limits (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,22 @@ export HFMESH_BENCH_OUT="$(cd "$out" && pwd)"
 export HFMESH_BENCH_WORK="${HFMESH_BENCH_WORK:-$HFMESH_BENCH_OUT/work}"
 
 echo "bench: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# hfmesh asks for 16 MiB UDP socket buffers; the kernel caps them at net.core.rmem_max/wmem_max
+# (often 208 KiB or 4 MiB). deploy/systemd/99-hfmesh-sysctl.conf sets 32 MiB for operators. As
+# root, the bench raises both to that for the run (and puts them back after), and says so;
+# HFMESH_BENCH_KEEP_SYSCTL=1 leaves the host's values alone.
+want=33554432
+rmem="$(sysctl -n net.core.rmem_max 2>/dev/null || echo 0)"
+wmem="$(sysctl -n net.core.wmem_max 2>/dev/null || echo 0)"
+if [ "${HFMESH_BENCH_KEEP_SYSCTL:-0}" != 1 ] && [ "$(id -u)" = 0 ] \
+    && { [ "$rmem" -lt "$want" ] || [ "$wmem" -lt "$want" ]; }; then
+    echo "bench: raising net.core.rmem_max/wmem_max from $rmem/$wmem to $want for this run (root)" >&2
+    sysctl -q -w net.core.rmem_max="$want" net.core.wmem_max="$want"
+    trap 'sysctl -q -w net.core.rmem_max="$rmem" net.core.wmem_max="$wmem"; echo "bench: net.core.rmem_max/wmem_max back to $rmem/$wmem" >&2' EXIT
+else
+    echo "bench: net.core.rmem_max/wmem_max are $rmem/$wmem (unchanged)" >&2
+fi
 cargo bench --locked --bench mesh
 
 if [ "${HFMESH_BENCH_STRESS:-0}" = 1 ]; then

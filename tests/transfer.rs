@@ -438,3 +438,34 @@ async fn stress_loopback_throughput() {
     }
     within(server.shutdown()).await;
 }
+
+/// MTU discovery works in the direction that carries the chunks: on loopback the serving side
+/// ends up sending packets larger than QUIC's 1200-byte minimum (quinn's GSO batches of large
+/// packets exceed what one `sendmsg` may carry unless the endpoint splits them; unsplit, every
+/// batch was lost and the server fell back to 1200 bytes for good). Not timed: a bounded number
+/// of rounds, each checked through the server's own view of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_side_discovers_a_large_path_mtu_on_loopback() {
+    let blob = content(8, 8 * CHUNK_SIZE as usize);
+    let mut source = MemSource::default();
+    source.blob(etag(8), blob.clone(), None);
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    let mut mtu = None;
+    for _ in 0..16 {
+        fetch_and_check(&conn, &etag(8), &blob, 0, 8).await;
+        mtu = server.stats().first().and_then(|s| s.path_mtu);
+        if mtu.is_some_and(|m| m > 1200) {
+            break;
+        }
+    }
+    let served = server.stats();
+    assert!(
+        mtu.is_some_and(|m| m > 1200),
+        "the server still sends {mtu:?}-byte packets: {served:?}"
+    );
+    // The fetching side found its own path MTU too (it sends requests and ACKs).
+    assert!(conn.transport_stats().path.current_mtu > 1200);
+    within(server.shutdown()).await;
+}

@@ -88,6 +88,11 @@ fn hfmesh(home: &Path) -> Command {
         }
     }
     cmd.env("HF_HOME", home);
+    // `HFMESH_BENCH_AGENT_LOG` becomes the processes' `HFMESH_LOG` (for example
+    // `hfmesh::mesh::pull=debug` logs each blob's fetch and verify time).
+    if let Ok(filter) = std::env::var("HFMESH_BENCH_AGENT_LOG") {
+        cmd.env("HFMESH_LOG", filter);
+    }
     cmd
 }
 

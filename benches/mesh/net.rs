@@ -160,6 +160,7 @@ async fn quic_transport(total: u64) -> f64 {
     let sched = SchedConfig::default();
     let etag = hfmesh::etag::sha256(b"bench");
     let chunks = chunk_count(total);
+    let rcvbuf_errors = udp_rcvbuf_errors();
     let t = Instant::now();
     let conn = client.connect(&peer).await.unwrap();
     let (mut next, mut received) = (0u64, 0u64);
@@ -184,18 +185,38 @@ async fn quic_transport(total: u64) -> f64 {
     }
     let elapsed = t.elapsed();
     let stats = conn.transport_stats();
+    let served = server.stats();
+    let served = served.first();
     eprintln!(
-        "QUIC transport: {:.0} MB/s, path MTU {} B, {} packets lost, {} congestion events, \
-         {} datagrams received",
+        "QUIC transport: {:.0} MB/s, client path MTU {} B, server path MTU {} B, \
+         {} server packets lost, {} datagrams received ({} bytes), {} UDP RcvbufErrors, load {}",
         mbps(received, elapsed),
         stats.path.current_mtu,
-        stats.path.lost_packets,
-        stats.path.congestion_events,
-        stats.udp_rx.datagrams
+        served.and_then(|s| s.path_mtu).unwrap_or(0),
+        served.map_or(0, |s| s.lost_packets),
+        stats.udp_rx.datagrams,
+        stats.udp_rx.bytes,
+        udp_rcvbuf_errors().saturating_sub(rcvbuf_errors),
+        crate::report::load1()
     );
     client.shutdown().await;
     server.shutdown().await;
     mbps(received, elapsed)
+}
+
+/// The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets).
+fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// MB/s of copying the model's blob (page-cached) to a new file with 4 MiB reads and writes,

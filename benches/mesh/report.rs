@@ -45,6 +45,8 @@ pub struct Report {
     pub cpu: String,
     /// `/proc/loadavg` at the start.
     pub load_at_start: String,
+    /// `net.core.rmem_max` / `wmem_max` during the run (the cap on hfmesh's UDP buffers).
+    pub udp_buffer_max: String,
     /// Size of the model moved between agents (bytes).
     pub model_bytes: u64,
     /// Whether this is an optimized build.
@@ -95,6 +97,12 @@ impl Report {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
+            udp_buffer_max: ["rmem_max", "wmem_max"]
+                .map(|k| {
+                    std::fs::read_to_string(format!("/proc/sys/net/core/{k}"))
+                        .map_or_else(|_| "?".into(), |v| v.trim().to_string())
+                })
+                .join("/"),
             model_bytes: settings.size,
             profile: if cfg!(debug_assertions) {
                 "debug"
@@ -108,8 +116,14 @@ impl Report {
     /// One line about the machine, for the log and the table's caption.
     pub fn machine_line(&self) -> String {
         format!(
-            "nproc {} | CPU {} | load at start {} | {} build | model {} bytes",
-            self.nproc, self.cpu, self.load_at_start, self.profile, self.model_bytes
+            "nproc {} | CPU {} | load at start {} | net.core.rmem_max/wmem_max {} | {} build | \
+             model {} bytes",
+            self.nproc,
+            self.cpu,
+            self.load_at_start,
+            self.udp_buffer_max,
+            self.profile,
+            self.model_bytes
         )
     }
 

@@ -51,14 +51,17 @@ pub trait Peers: Send + Sync + 'static {
         etag: &Etag,
         with_hashes: bool,
     ) -> Result<Option<BlobHave>, PeerError>;
-    /// Chunks `first..first+count` of a blob: those the peer sent (unverified), in order.
+    /// Chunks `first..first+count` of a blob: calls `on_chunk` with each one the peer sends
+    /// (unverified), in order, as it arrives (so it can be checked and written while the next
+    /// one is on the wire). An error may come after some chunks were handed over.
     async fn chunks(
         &self,
         peer: &NodeInfo,
         etag: &Etag,
         first: u64,
         count: u32,
-    ) -> Result<Vec<(u64, Bytes)>, PeerError>;
+        on_chunk: &mut (dyn FnMut(u64, Bytes) + Send),
+    ) -> Result<(), PeerError>;
     /// Round-trip time to the peer, if measured.
     fn rtt(&self, peer: &NodeId) -> Duration;
 }
@@ -157,7 +160,8 @@ impl Peers for MemoryPeers {
         etag: &Etag,
         first: u64,
         count: u32,
-    ) -> Result<Vec<(u64, Bytes)>, PeerError> {
+        on_chunk: &mut (dyn FnMut(u64, Bytes) + Send),
+    ) -> Result<(), PeerError> {
         let node = self.node(peer)?;
         if let Some(left) = &node.dies_after {
             if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
@@ -170,7 +174,7 @@ impl Peers for MemoryPeers {
             }
         }
         let (etag, id) = (etag.clone(), peer.id);
-        tokio::task::spawn_blocking(move || {
+        let chunks = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for i in first..first + u64::from(count) {
                 let read = node.store.read_chunk(&etag, i).map_err(|e| PeerError {
@@ -192,7 +196,11 @@ impl Peers for MemoryPeers {
             peer: id,
             message: e.to_string(),
             peer_fault: false,
-        })?
+        })??;
+        for (i, data) in chunks {
+            on_chunk(i, data);
+        }
+        Ok(())
     }
 
     fn rtt(&self, _peer: &NodeId) -> Duration {
@@ -253,16 +261,16 @@ impl Peers for crate::transfer::Transfer {
         etag: &Etag,
         first: u64,
         count: u32,
-    ) -> Result<Vec<(u64, Bytes)>, PeerError> {
+        on_chunk: &mut (dyn FnMut(u64, Bytes) + Send),
+    ) -> Result<(), PeerError> {
         let conn = self
             .connect(peer)
             .await
             .map_err(|e| transfer_error(peer, e))?;
-        let mut out = Vec::new();
-        conn.chunks(etag, first, count, |i, b| out.push((i, b)))
+        conn.chunks(etag, first, count, on_chunk)
             .await
             .map_err(|e| transfer_error(peer, e))?;
-        Ok(out)
+        Ok(())
     }
 
     fn rtt(&self, peer: &NodeId) -> Duration {

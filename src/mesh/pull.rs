@@ -346,6 +346,7 @@ impl Mesh {
                 Arc::new(blocking(move || Ok(PartialBlob::open(&dir, &etag, size)?)).await?);
             progress.advance(partial.bytes_done());
             self.store.begin_blob(partial.clone());
+            let started = Instant::now();
             let fetched = BlobFetch {
                 mesh: self,
                 what,
@@ -363,7 +364,16 @@ impl Mesh {
                 self.store.drop_blob(&file.etag);
                 return Err(e);
             }
-            match commit_verified(cache, file, partial.clone()).await {
+            let fetched_in = started.elapsed();
+            let verified = commit_verified(cache, file, partial.clone()).await;
+            tracing::debug!(
+                path = %file.path,
+                size = file.size,
+                fetch_ms = fetched_in.as_millis() as u64,
+                verify_ms = (started.elapsed() - fetched_in).as_millis() as u64,
+                "blob fetched and verified"
+            );
+            match verified {
                 Ok(path) => {
                     let hashes: Vec<ChunkHash> = (0..partial.chunks())
                         .map(|i| partial.chunk_hash(i).unwrap_or([0; 32]))
@@ -560,13 +570,23 @@ impl BlobFetch<'_> {
         let (tx, mut rx) = mpsc::channel::<Outcome>(64);
         let mut running = 0usize;
         let mut last_checkpoint = Instant::now();
+        let mut checkpointing: Option<tokio::task::JoinHandle<std::io::Result<()>>> = None;
         let key = ContentKey::Blob(etag.clone());
         while !sched.is_done() {
             let now = Instant::now();
-            if now >= last_checkpoint + CHECKPOINT_EVERY {
+            // Checkpoints run beside the transfer (an fsync of what arrived in the last second
+            // can take that long again); a new one starts only when the previous one is done.
+            if now >= last_checkpoint + CHECKPOINT_EVERY
+                && checkpointing.as_ref().is_none_or(|c| c.is_finished())
+            {
+                if let Some(done) = checkpointing.take() {
+                    done.await
+                        .map_err(|e| PullError::Task(e.to_string()))?
+                        .map_err(StoreError::Io)?;
+                }
                 last_checkpoint = now;
                 let partial = self.partial.clone();
-                blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await?;
+                checkpointing = Some(tokio::task::spawn_blocking(move || partial.checkpoint()));
             }
             if !self.hub_only
                 && lookup.is_none()
@@ -694,6 +714,9 @@ impl BlobFetch<'_> {
             let Some(o) = rx.recv().await else { break };
             running -= 1;
             self.progress.received(o.bytes, origin(o.request.source));
+        }
+        if let Some(c) = checkpointing {
+            let _ = c.await; // superseded by the final checkpoint
         }
         let partial = self.partial.clone();
         blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await
@@ -826,47 +849,46 @@ impl BlobFetch<'_> {
                 let limit = self.mesh.cfg.limits.download.clone();
                 tokio::spawn(async move {
                     let count = (request.chunks.end - request.chunks.start) as u32;
+                    // Each chunk is verified and written on a blocking thread as soon as it
+                    // arrives, while the rest of the request is still on the wire.
+                    let (chunk_tx, chunk_rx) = std::sync::mpsc::channel::<(u64, Bytes)>();
+                    let req = request.clone();
+                    let writer = tokio::task::spawn_blocking(move || {
+                        write_verified(&partial, &req, chunk_rx, &expected)
+                    });
+                    let mut received = 0u64;
                     let got = peers
-                        .chunks(&node, &etag, request.chunks.start, count)
+                        .chunks(&node, &etag, request.chunks.start, count, &mut |i, b| {
+                            received += b.len() as u64;
+                            let _ = chunk_tx.send((i, b));
+                        })
                         .await;
-                    if let Ok(chunks) = &got {
-                        // Paid on arrival: the link's average rate holds, bursts may not.
-                        let n = chunks.iter().map(|(_, d)| d.len() as u64).sum();
-                        pay(&limit, n).await;
-                    }
-                    let outcome = match got {
-                        Err(_) => {
-                            let chunks = request.chunks.clone().collect();
-                            Outcome {
-                                request,
-                                done: vec![],
-                                fault: Some((chunks, Fault::Failed)),
-                                bytes: 0,
-                            }
-                        }
-                        Ok(chunks) => {
-                            let req = request.clone();
-                            let res = blocking(move || {
-                                Ok(write_verified(&partial, &req, chunks, &expected))
-                            })
-                            .await
-                            .unwrap_or_else(|_| (vec![], Some(Fault::Failed), 0));
-                            let (done, fault, bytes) = res;
-                            counters
-                                .bytes_from_peers
-                                .fetch_add(bytes, Ordering::Relaxed);
-                            let rest: Vec<u64> = request
-                                .chunks
-                                .clone()
-                                .filter(|c| !done.contains(c))
-                                .collect();
-                            Outcome {
-                                request,
-                                done,
-                                fault: fault.map(|f| (rest, f)),
-                                bytes,
-                            }
-                        }
+                    drop(chunk_tx);
+                    // Paid on arrival: the link's average rate holds, bursts may not.
+                    pay(&limit, received).await;
+                    let (done, fault, bytes) = writer
+                        .await
+                        .unwrap_or_else(|_| (vec![], Some(Fault::Failed), 0));
+                    // A peer that failed mid-request is at fault for the rest (unless what it
+                    // did send was bad).
+                    let fault = match (&got, fault) {
+                        (Err(_), Some(Fault::BadChunk)) => Some(Fault::BadChunk),
+                        (Err(_), _) => Some(Fault::Failed),
+                        (Ok(()), f) => f,
+                    };
+                    counters
+                        .bytes_from_peers
+                        .fetch_add(bytes, Ordering::Relaxed);
+                    let rest: Vec<u64> = request
+                        .chunks
+                        .clone()
+                        .filter(|c| !done.contains(c))
+                        .collect();
+                    let outcome = Outcome {
+                        request,
+                        done,
+                        fault: fault.map(|f| (rest, f)),
+                        bytes,
                     };
                     let _ = tx.send(outcome).await;
                 });
@@ -918,7 +940,7 @@ fn origin(source: Source) -> Origin {
 fn write_verified(
     partial: &PartialBlob,
     request: &Request,
-    chunks: Vec<(u64, Bytes)>,
+    chunks: impl IntoIterator<Item = (u64, Bytes)>,
     expected: &[Option<ChunkHash>],
 ) -> (Vec<u64>, Option<Fault>, u64) {
     let mut done = Vec::new();
@@ -934,10 +956,10 @@ fn write_verified(
         if data.len() as u64 != range.end - range.start || *blake3::hash(&data).as_bytes() != want {
             return (done, Some(Fault::BadChunk), bytes);
         }
-        if partial.write_at(range.start, &data).is_err() {
+        // A chunk complete already (a hedged duplicate) is not written again.
+        if partial.complete_chunk(index, &data, want).is_err() {
             return (done, Some(Fault::Failed), bytes);
         }
-        partial.mark_complete_with_hash(index, want);
         bytes += data.len() as u64;
         done.push(index);
     }
@@ -984,9 +1006,7 @@ async fn fetch_hub_chunks(
                         let p = partial.clone();
                         let written = tokio::task::spawn_blocking(move || {
                             let hash = *blake3::hash(&data).as_bytes();
-                            p.write_at(want.start, &data)
-                                .map(|_| p.mark_complete_with_hash(index, hash))
-                                .is_ok()
+                            p.complete_chunk(index, &data, hash).is_ok()
                         })
                         .await
                         .unwrap_or(false);

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{chunk_count, chunk_range, StoreError, CHUNK_SIZE};
-use crate::etag::Etag;
+use crate::etag::{Etag, EtagHasher};
 
 /// Version of the on-disk progress record; a record of another version is discarded.
 const RECORD_VERSION: u32 = 2;
@@ -45,6 +45,27 @@ pub struct PartialBlob {
     file: fs::File,
     done: Mutex<Vec<u8>>,
     hashes: Mutex<Vec<[u8; 32]>>,
+    /// Held while a chunk is checked, written and marked by [`PartialBlob::complete_chunk`], so
+    /// a chunk once complete is never written again.
+    writing: Mutex<()>,
+    /// Held by [`PartialBlob::checkpoint`].
+    checkpointing: Mutex<()>,
+    /// The etag hash of the complete prefix of the blob, fed as chunks complete.
+    prefix: Mutex<EtagPrefix>,
+}
+
+/// The etag hasher over chunks `0..next`, all complete and never to be written again.
+struct EtagPrefix {
+    hasher: Option<EtagHasher>,
+    next: u64,
+}
+
+impl std::fmt::Debug for EtagPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtagPrefix")
+            .field("next", &self.next)
+            .finish()
+    }
 }
 
 impl PartialBlob {
@@ -94,6 +115,12 @@ impl PartialBlob {
             file,
             done: Mutex::new(done),
             hashes: Mutex::new(hashes),
+            writing: Mutex::new(()),
+            checkpointing: Mutex::new(()),
+            prefix: Mutex::new(EtagPrefix {
+                hasher: Some(etag.hasher(size)),
+                next: 0,
+            }),
         })
     }
 
@@ -156,6 +183,57 @@ impl PartialBlob {
         self.file.write_all_at(data, offset).map_err(StoreError::Io)
     }
 
+    /// Writes chunk `index` (`data`, already checked against `hash`) and records it complete,
+    /// unless it is complete already (then nothing is written: a complete chunk never changes,
+    /// which the etag hash fed as chunks arrive relies on). Then feeds the etag hash with the
+    /// complete prefix of the blob, `data` itself when it is the next chunk due, so that
+    /// [`PartialBlob::verify`] has little left to hash after the last chunk. Returns whether
+    /// this call wrote the chunk.
+    pub fn complete_chunk(
+        &self,
+        index: u64,
+        data: &[u8],
+        hash: [u8; 32],
+    ) -> Result<bool, StoreError> {
+        let range = chunk_range(self.size, index);
+        if index >= self.chunks() || data.len() as u64 != range.end - range.start {
+            return Err(StoreError::OutOfBounds {
+                offset: range.start,
+                len: data.len() as u64,
+                size: self.size,
+            });
+        }
+        {
+            let _writing = self.writing.lock().expect("write lock");
+            if self.has_chunk(index) {
+                return Ok(false);
+            }
+            self.write_at(range.start, data)?;
+            self.mark_complete_with_hash(index, hash);
+        }
+        let mut prefix = self.prefix.lock().expect("prefix lock");
+        if prefix.next == index {
+            if let Some(h) = prefix.hasher.as_mut() {
+                h.update(data);
+            }
+            prefix.next += 1;
+        }
+        self.advance_prefix(&mut prefix)?;
+        Ok(true)
+    }
+
+    /// Feeds the etag hash with the complete chunks that follow its prefix, read from the file.
+    fn advance_prefix(&self, prefix: &mut EtagPrefix) -> io::Result<()> {
+        while prefix.next < self.chunks() && self.has_chunk(prefix.next) {
+            let chunk = self.read_chunk(prefix.next)?;
+            if let Some(h) = prefix.hasher.as_mut() {
+                h.update(&chunk);
+            }
+            prefix.next += 1;
+        }
+        Ok(())
+    }
+
     /// Reads chunk `index` into a new buffer (only meaningful when the chunk is complete).
     pub fn read_chunk(&self, index: u64) -> io::Result<Vec<u8>> {
         let r = chunk_range(self.size, index);
@@ -200,9 +278,12 @@ impl PartialBlob {
         (0..self.chunks()).all(|i| self.has_chunk(i))
     }
 
-    /// Syncs the data, then persists the record of complete chunks (atomically).
+    /// Syncs the data, then persists the record of complete chunks (atomically). The record is
+    /// taken before the sync, so it names only chunks written before the sync started (a chunk is
+    /// written before it is marked), even while other threads keep writing. One checkpoint at a
+    /// time; it may run alongside writes.
     pub fn checkpoint(&self) -> io::Result<()> {
-        self.file.sync_data()?;
+        let _one = self.checkpointing.lock().expect("checkpoint lock");
         let record = Record {
             version: RECORD_VERSION,
             etag: self.etag.to_string(),
@@ -211,6 +292,7 @@ impl PartialBlob {
             done: self.done.lock().expect("bitmap lock").clone(),
             hashes: self.hashes.lock().expect("hashes lock").clone(),
         };
+        self.file.sync_data()?;
         let bytes = postcard::to_stdvec(&record).map_err(io::Error::other)?;
         let dir = self.record_path.parent().expect("record has a parent");
         crate::cache::fsutil::write_atomic(dir, &self.record_path, &bytes)
@@ -226,7 +308,16 @@ impl PartialBlob {
             });
         }
         self.file.sync_all()?;
-        let actual = hash_file(&self.data_path, &self.etag, self.size)?;
+        let actual = {
+            let mut prefix = self.prefix.lock().expect("prefix lock");
+            self.advance_prefix(&mut prefix)?;
+            match prefix.hasher.take() {
+                // Every chunk is complete, so the prefix is the whole blob.
+                Some(h) if prefix.next == self.chunks() => h.finish(),
+                // Hashed before (a second verify): start over from the file.
+                _ => hash_file(&self.data_path, &self.etag, self.size)?,
+            }
+        };
         if actual != self.etag {
             let expected = self.etag.to_string();
             self.discard();

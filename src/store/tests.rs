@@ -124,3 +124,96 @@ fn chunk_hashes_survive_a_restart() {
     assert!(p.bitmap().get(0) && !p.bitmap().get(1));
     assert_eq!(p.chunk_hash(7), None, "out of range is simply unknown");
 }
+
+fn chunk_of(data: &[u8], i: u64) -> &[u8] {
+    let r = chunk_range(data.len() as u64, i);
+    &data[r.start as usize..r.end as usize]
+}
+
+/// The etag hash fed as chunks complete (in any order, mixed with chunks marked complete by a
+/// streaming writer or resumed from a checkpoint) verifies exactly what `hash_file` would.
+#[test]
+fn chunks_completed_in_any_order_verify_at_every_interesting_size() {
+    for size in INTERESTING_SIZES {
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(size);
+        let etag = sha256(&data);
+        let p = PartialBlob::open(dir.path(), &etag, size).unwrap();
+        let n = p.chunks();
+        // Chunk 1 first (out of order), then streaming-style for the last, then the rest.
+        let mut order: Vec<u64> = (0..n).collect();
+        order.rotate_left(1.min(n as usize));
+        for (k, i) in order.into_iter().enumerate() {
+            let chunk = chunk_of(&data, i);
+            if k % 3 == 2 {
+                p.write_at(chunk_range(size, i).start, chunk).unwrap();
+                p.mark_complete(i);
+            } else {
+                let h = *blake3::hash(chunk).as_bytes();
+                assert!(p.complete_chunk(i, chunk, h).unwrap());
+            }
+        }
+        assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data, "{size}");
+    }
+}
+
+#[test]
+fn a_complete_chunk_is_never_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(2 * CHUNK_SIZE + 3);
+    let etag = sha256(&data);
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    let h0 = *blake3::hash(chunk_of(&data, 0)).as_bytes();
+    assert!(p.complete_chunk(0, chunk_of(&data, 0), h0).unwrap());
+    // A late duplicate with other bytes (say, a hedged request answered by a liar) is ignored.
+    let other = vec![0xAA; CHUNK_SIZE as usize];
+    assert!(!p.complete_chunk(0, &other, h0).unwrap());
+    assert!(
+        p.complete_chunk(1, &other[..3], h0).is_err(),
+        "a chunk of the wrong length is refused"
+    );
+    for i in 1..3 {
+        let h = *blake3::hash(chunk_of(&data, i)).as_bytes();
+        p.complete_chunk(i, chunk_of(&data, i), h).unwrap();
+    }
+    assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data);
+}
+
+#[test]
+fn wrong_chunks_fed_as_they_complete_fail_the_etag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(3 * CHUNK_SIZE);
+    let etag = sha256(&data);
+    let mut bad = data.clone();
+    bad[CHUNK_SIZE as usize + 9] ^= 1;
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    for i in [2, 0, 1] {
+        let chunk = chunk_of(&bad, i);
+        p.complete_chunk(i, chunk, *blake3::hash(chunk).as_bytes())
+            .unwrap();
+    }
+    assert!(matches!(p.verify(), Err(StoreError::EtagMismatch { .. })));
+}
+
+#[test]
+fn a_resumed_blob_hashes_its_checkpointed_prefix_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = content(3 * CHUNK_SIZE + 7);
+    let etag = sha256(&data);
+    {
+        let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+        for i in [0, 1] {
+            let chunk = chunk_of(&data, i);
+            p.complete_chunk(i, chunk, *blake3::hash(chunk).as_bytes())
+                .unwrap();
+        }
+        p.checkpoint().unwrap();
+    }
+    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    for i in [3, 2] {
+        let chunk = chunk_of(&data, i);
+        p.complete_chunk(i, chunk, *blake3::hash(chunk).as_bytes())
+            .unwrap();
+    }
+    assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data);
+}

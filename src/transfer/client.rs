@@ -14,7 +14,7 @@ use super::config::{
 };
 use super::hello::{self, Role};
 use super::stats::{Counters, PeerStats, Registry};
-use super::{io, server, tls, ChunkSource, Shared, TransferError};
+use super::{io, server, socket, tls, ChunkSource, Shared, TransferError};
 use crate::discovery::NodeInfo;
 use crate::etag::Etag;
 use crate::manifest::SignedManifest;
@@ -83,11 +83,15 @@ impl Transfer {
             addr: cfg.listen,
             source,
         };
-        let socket = udp_socket(cfg.listen).map_err(bind)?;
+        let socket = socket::udp_socket(cfg.listen).map_err(bind)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| TransferError::Local("no async runtime for quinn".into()))?;
+        let socket = Arc::new(socket::SplitSends(
+            runtime.wrap_udp_socket(socket).map_err(bind)?,
+        ));
         let endpoint =
-            quinn::Endpoint::new(endpoint_cfg, Some(server), socket, runtime).map_err(bind)?;
+            quinn::Endpoint::new_with_abstract_socket(endpoint_cfg, Some(server), socket, runtime)
+                .map_err(bind)?;
         let shared = Arc::new(Shared {
             endpoint,
             node: cfg.key.id(),
@@ -198,7 +202,7 @@ impl Transfer {
             }
         }
         let counters = s.stats.get(peer.id);
-        counters.rtt(conn.rtt());
+        counters.sample(&conn);
         Ok(PeerConn {
             conn,
             peer: peer.id,
@@ -253,26 +257,6 @@ impl Transfer {
         );
         let _ = timeout(WAIT_IDLE_TIMEOUT, s.endpoint.wait_idle()).await;
     }
-}
-
-/// A UDP socket on `addr` with [`config::SOCKET_BUFFER`]-sized kernel buffers (the kernel caps
-/// them at `net.core.rmem_max` / `wmem_max`; the sizes it granted are logged).
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
-    }
-    // Failing to enlarge a buffer costs speed, not correctness.
-    let _ = socket.set_recv_buffer_size(config::SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(config::SOCKET_BUFFER);
-    tracing::debug!(
-        recv = socket.recv_buffer_size().unwrap_or(0),
-        send = socket.send_buffer_size().unwrap_or(0),
-        "transfer socket buffers"
-    );
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }
 
 /// An authenticated connection to one cluster member. Cheap to clone; requests on clones run
@@ -394,7 +378,7 @@ impl PeerConn {
             Response::Manifest(m) => m,
             other => return Err(self.unexpected(&other, "manifest")),
         };
-        self.counters.rtt(self.conn.rtt());
+        self.counters.sample(&self.conn);
         Ok(answer)
     }
 
@@ -405,7 +389,7 @@ impl PeerConn {
             Response::Have(b) => b,
             other => return Err(self.unexpected(&other, "have")),
         };
-        self.counters.rtt(self.conn.rtt());
+        self.counters.sample(&self.conn);
         Ok(answer)
     }
 
@@ -474,7 +458,20 @@ impl PeerConn {
         if x.next().await?.is_some() {
             return Err(self.violation("sent frames after the last chunk"));
         }
-        self.counters.rtt(self.conn.rtt());
+        self.counters.sample(&self.conn);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let path = self.conn.stats().path;
+            tracing::trace!(
+                peer = %self.peer,
+                first,
+                count,
+                rtt_us = path.rtt.as_micros() as u64,
+                cwnd = path.cwnd,
+                lost = path.lost_packets,
+                congestion_events = path.congestion_events,
+                "chunks received"
+            );
+        }
         Ok(missing)
     }
 }

@@ -17,8 +17,13 @@
 //!   1452. Bigger packets mean ~6× fewer packets, ACKs and syscalls per byte. Loopback allows
 //!   up to 64 KiB; [`LOOPBACK_MTU_UPPER_BOUND`] is used when the endpoint listens on loopback
 //!   (tests, benchmarks). The initial MTU must stay below 16384 in any case (quinn writes
-//!   handshake packet lengths in two bytes and panics beyond). Every endpoint accepts datagrams up to [`MAX_UDP_PAYLOAD`] so a peer's
-//!   discovery is never capped by our receive side.
+//!   handshake packet lengths in two bytes and panics beyond). Every endpoint accepts datagrams up
+//!   to [`MAX_UDP_PAYLOAD`] so a peer's discovery is never capped by our receive side. Quinn
+//!   sends up to 10 packets in one GSO `sendmsg`, which Linux refuses (`EMSGSIZE`, dropped
+//!   silently by quinn-udp) once the batch exceeds 64 KiB: above 6550-byte packets every full
+//!   batch was lost, black-hole detection sent the MTU back to 1200, and the serving direction
+//!   ran on 1200-byte packets. The endpoint's socket (`socket.rs`) cuts such batches into sends
+//!   that fit, so both directions now reach the bound (65 000 bytes on loopback).
 //! - **Congestion control.** Cubic (quinn's default and its most exercised controller; quinn's
 //!   BBR is marked experimental) with an initial window of [`INITIAL_WINDOW`] = 256 KiB instead of
 //!   ~14 KB: below one BDP of a 10 Gbit/s × 250 µs path, so still polite under incast, but a
@@ -31,7 +36,8 @@
 //!   ~208 KiB: at 1 GB/s that is 200 µs of packets, so a receiver that is scheduled late drops
 //!   datagrams, Cubic backs off and black-hole detection even drops the MTU back to 1200. The
 //!   kernel caps the request at `net.core.rmem_max`/`wmem_max`; operators should raise those
-//!   (for example to 32 MiB; `deploy/` should set this).
+//!   (`deploy/systemd/99-hfmesh-sysctl.conf` sets 32 MiB; `scripts/bench.sh` raises them for its
+//!   run when it is root). With 65000-byte packets on loopback some drops remain even then.
 //! - **Streams.** [`MAX_CONCURRENT_BIDI_STREAMS`] = 256 requests in flight per connection
 //!   (hundreds of chunk requests from a scheduler), no unidirectional streams, no datagrams.
 //!   Send fairness is off so a stream's chunks finish in order instead of all interleaving.

@@ -21,6 +21,7 @@ mod io;
 /// Per-node bandwidth limits (token buckets).
 pub mod ratelimit;
 mod server;
+mod socket;
 mod stats;
 mod tls;
 

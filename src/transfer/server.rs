@@ -53,7 +53,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
         Err(_) => return close(&conn, CloseCode::BadHello, "no hello in time"),
     }
     let counters = shared.stats.get(peer);
-    counters.rtt(conn.rtt());
+    counters.sample(&conn);
     loop {
         let (mut send, mut recv) = tokio::select! {
             _ = shared.cancel.cancelled() => break,
@@ -73,7 +73,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
                     debug!(%peer, "request failed: {e}");
                 }
             }
-            k.rtt(c.rtt());
+            k.sample(&c);
         });
     }
 }

@@ -19,6 +19,12 @@ pub struct PeerStats {
     pub bytes_received: u64,
     /// The latest smoothed round-trip time seen on a connection with it.
     pub rtt: Option<Duration>,
+    /// The latest path MTU (UDP payload bytes) of the packets this endpoint sends to it, as
+    /// quinn's MTU discovery found it on a connection with it.
+    pub path_mtu: Option<u16>,
+    /// Packets to it that quinn declared lost on the latest connection with it (sampled after
+    /// each request, like the path MTU).
+    pub lost_packets: u64,
 }
 
 /// Live counters of one peer.
@@ -27,6 +33,8 @@ pub(crate) struct Counters {
     sent: AtomicU64,
     received: AtomicU64,
     rtt_nanos: AtomicU64,
+    mtu: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +49,15 @@ impl Counters {
     pub(crate) fn rtt(&self, rtt: Duration) {
         let nanos = u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.rtt_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Samples the connection's RTT, path MTU and losses.
+    pub(crate) fn sample(&self, conn: &quinn::Connection) {
+        self.rtt(conn.rtt());
+        let stats = conn.stats();
+        self.mtu
+            .store(u64::from(stats.path.current_mtu), Ordering::Relaxed);
+        self.lost.store(stats.path.lost_packets, Ordering::Relaxed);
     }
 }
 
@@ -67,6 +84,10 @@ impl Registry {
                     bytes_sent: c.sent.load(Ordering::Relaxed),
                     bytes_received: c.received.load(Ordering::Relaxed),
                     rtt: (rtt > 0).then(|| Duration::from_nanos(rtt)),
+                    path_mtu: u16::try_from(c.mtu.load(Ordering::Relaxed))
+                        .ok()
+                        .filter(|&m| m > 0),
+                    lost_packets: c.lost.load(Ordering::Relaxed),
                 }
             })
             .collect();
