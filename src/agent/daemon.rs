@@ -142,6 +142,8 @@ impl Daemon {
     /// Runs until SIGINT/SIGTERM, then shuts down.
     pub async fn run(config: Config) -> anyhow::Result<()> {
         let daemon = Daemon::start(config).await?;
+        // Listening before the ready line: a supervisor may signal as soon as it reads it.
+        let stop = shutdown_signal();
         let n = &daemon.node;
         println!(
             "hfmesh agent {} p2p={} quic={} control={}",
@@ -150,7 +152,7 @@ impl Daemon {
             n.transfer.local_addr(),
             daemon.config.control_socket.display()
         );
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down");
         daemon.shutdown().await;
         Ok(())
@@ -395,14 +397,22 @@ impl Daemon {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves at the first SIGINT or SIGTERM after this call (the handlers are installed now,
+/// not when the future is first polled).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 

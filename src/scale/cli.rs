@@ -13,6 +13,9 @@ pub struct ScaleArgs {
     /// A TOML scenario (keys of `ScaleParams`; missing ones take the defaults).
     #[arg(long, value_name = "FILE")]
     pub scenario: Option<PathBuf>,
+    /// A real-run scenario (`hfmesh simulate`'s TOML) to model, for comparing the two.
+    #[arg(long, value_name = "FILE", conflicts_with = "scenario")]
+    pub from_sim: Option<PathBuf>,
     /// Hosts (overrides the scenario).
     #[arg(long)]
     pub hosts: Option<usize>,
@@ -29,13 +32,16 @@ pub struct ScaleArgs {
 
 /// Runs `hfmesh scale-model`.
 pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
-    let mut p = match &args.scenario {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            ScaleParams::from_toml(&text).map_err(anyhow::Error::msg)?
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut p = match (&args.scenario, &args.from_sim) {
+        (Some(path), _) => ScaleParams::from_toml(&read(path)?).map_err(anyhow::Error::msg)?,
+        (None, Some(path)) => {
+            let scenario = crate::sim::scenario::Scenario::parse(&read(path)?)?;
+            ScaleParams::from_scenario(&scenario).map_err(anyhow::Error::msg)?
         }
-        None => ScaleParams::default(),
+        (None, None) => ScaleParams::default(),
     };
     if let Some(h) = args.hosts {
         p.hosts = h;

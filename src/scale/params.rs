@@ -23,6 +23,11 @@ pub enum Arrival {
         /// Mean arrivals per second.
         per_sec: f64,
     },
+    /// Host `i` asks at `at_secs[i]` (a real-run scenario's asks).
+    Times {
+        /// One time per host, seconds.
+        at_secs: Vec<f64>,
+    },
 }
 
 /// A rack that dies at a given time (every host in it stops, with its records).
@@ -144,8 +149,81 @@ impl ScaleParams {
             Arrival::Poisson { per_sec } if !per_sec.is_finite() || per_sec <= 0.0 => {
                 Err("`arrival.per_sec` must be positive".into())
             }
+            Arrival::Times { ref at_secs } if at_secs.len() != self.hosts => Err(format!(
+                "`arrival.at_secs` has {} times for {} hosts",
+                at_secs.len(),
+                self.hosts
+            )),
+            Arrival::Times { ref at_secs }
+                if at_secs.iter().any(|t| !(t.is_finite() && *t >= 0.0)) =>
+            {
+                Err("`arrival.at_secs` must be zero or more".into())
+            }
             _ => Ok(()),
         }
+    }
+
+    /// The model of a real-run scenario (`hfmesh simulate`'s TOML), so that the two can be
+    /// compared at a size both can run: its hosts (zones and racks from their labels, each
+    /// host's link the slower of its upload and download caps, the same for all), the Hub's
+    /// bandwidth, its one model (equal files; the real ones differ by a few bytes) and each
+    /// host's ask time. Hub latency, 429s and faults are not modelled: a scenario with faults,
+    /// several models, or hosts that ask for nothing is refused.
+    pub fn from_scenario(s: &crate::sim::scenario::Scenario) -> Result<ScaleParams, String> {
+        let [model] = s.models.as_slice() else {
+            return Err(format!(
+                "`{}` has {} models; the scale model plays one",
+                s.name,
+                s.models.len()
+            ));
+        };
+        if !s.faults.is_empty() {
+            return Err(format!(
+                "`{}` has faults; the scale model plays none of a real run's faults",
+                s.name
+            ));
+        }
+        let mut at_secs = vec![None; s.hosts.len()];
+        for ask in &s.asks {
+            at_secs[ask.host] = Some(ask.at_secs);
+        }
+        let at_secs: Vec<f64> = at_secs
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("in `{}` some hosts ask for nothing", s.name))?;
+        let mut zones: Vec<&str> = s.hosts.iter().map(|h| h.zone.as_str()).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        let mut racks: Vec<(&str, &str)> = s
+            .hosts
+            .iter()
+            .map(|h| (h.zone.as_str(), h.rack.as_str()))
+            .collect();
+        racks.sort_unstable();
+        racks.dedup();
+        let link = s
+            .hosts
+            .iter()
+            .map(|h| h.upload.min(h.download))
+            .min()
+            .unwrap_or(1);
+        let p = ScaleParams {
+            hosts: s.hosts.len(),
+            zones: zones.len(),
+            racks_per_zone: racks.len().div_ceil(zones.len().max(1)),
+            link_bytes_per_sec: link as f64,
+            hub_bytes_per_sec: s.hub_bandwidth as f64,
+            model_bytes: model.size,
+            files: model.files as usize,
+            chunk_bytes: crate::store::CHUNK_SIZE,
+            arrival: Arrival::Times { at_secs },
+            seed: s.seed,
+            tick_secs: 0.01,
+            time_limit_secs: s.timeout_secs,
+            ..ScaleParams::default()
+        };
+        p.validate()?;
+        Ok(p)
     }
 
     /// The files' sizes: `model_bytes` split evenly, the remainder on the first.
@@ -159,12 +237,13 @@ impl ScaleParams {
     /// When each host asks, in seconds (seeded, so runs repeat).
     pub fn arrival_times(&self) -> Vec<f64> {
         let n = self.hosts;
-        match self.arrival {
+        match &self.arrival {
             Arrival::AllAtOnce => vec![0.0; n],
-            Arrival::Staggered { over_secs } => (0..n)
+            Arrival::Times { at_secs } => at_secs.clone(),
+            &Arrival::Staggered { over_secs } => (0..n)
                 .map(|i| over_secs * i as f64 / n.max(2).saturating_sub(1) as f64)
                 .collect(),
-            Arrival::Poisson { per_sec } => {
+            &Arrival::Poisson { per_sec } => {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
                 let mut t = 0.0;
                 (0..n)
@@ -270,7 +349,14 @@ impl ScaleComparison {
             p.files,
             p.link_bytes_per_sec * 8.0 / 1e9,
             p.hub_bytes_per_sec * 8.0 / 1e9,
-            p.arrival,
+            match &p.arrival {
+                Arrival::Times { at_secs } => format!(
+                    "as asked, {:.1}–{:.1} s",
+                    at_secs.iter().copied().fold(f64::INFINITY, f64::min),
+                    at_secs.iter().copied().fold(0.0, f64::max)
+                ),
+                other => format!("{other:?}"),
+            },
             p.providers_per_key,
             p.failure
                 .as_ref()

@@ -101,3 +101,38 @@ fn scenarios_parse_with_defaults_and_clear_errors() {
     let e = ScaleParams::from_toml("hostz = 3\n").unwrap_err();
     assert!(e.contains("unknown field `hostz`"), "{e}");
 }
+
+#[test]
+fn a_real_run_scenario_becomes_the_same_model() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/simulations/scenarios/storm-16.toml"
+    ))
+    .unwrap();
+    let s = crate::sim::scenario::Scenario::parse(&text).unwrap();
+    let p = ScaleParams::from_scenario(&s).unwrap();
+    assert_eq!((p.hosts, p.zones, p.racks_per_zone, p.files), (16, 1, 4, 4));
+    assert_eq!(p.model_bytes, 128 << 20);
+    assert_eq!(p.hub_bytes_per_sec, s.hub_bandwidth as f64);
+    assert_eq!(p.link_bytes_per_sec, 40e6);
+    assert_eq!(
+        p.arrival,
+        Arrival::Times {
+            at_secs: vec![0.0; 16]
+        }
+    );
+    let faults = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/simulations/scenarios/faults-8.toml"
+    ))
+    .unwrap();
+    let err = ScaleParams::from_scenario(&crate::sim::scenario::Scenario::parse(&faults).unwrap())
+        .unwrap_err();
+    assert!(err.contains("faults"), "{err}");
+    let bad = ScaleParams {
+        hosts: 2,
+        arrival: Arrival::Times { at_secs: vec![0.0] },
+        ..ScaleParams::default()
+    };
+    assert!(bad.validate().unwrap_err().contains("1 times for 2 hosts"));
+}
