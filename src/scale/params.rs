@@ -219,7 +219,6 @@ impl ScaleParams {
             arrival: Arrival::Times { at_secs },
             seed: s.seed,
             tick_secs: 0.01,
-            time_limit_secs: s.timeout_secs,
             ..ScaleParams::default()
         };
         p.validate()?;
