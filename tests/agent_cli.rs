@@ -271,6 +271,13 @@ async fn an_agent_stopped_mid_pull_resumes_it_when_it_starts_again() {
         .map(|d| d.flatten().collect())
         .unwrap_or_default();
     assert!(blobs.is_empty(), "no unverified blob: {blobs:?}");
+    // The stop saved the record of every chunk that had arrived whole: at most the chunks in
+    // flight (2 Hub requests, one partial 4 MiB chunk each) and socket buffers are lost.
+    let kept = chunks_recorded(&repo.join(".hfmesh/partial"));
+    assert!(
+        kept + (16 << 20) >= half,
+        "the stop saved the chunks that had arrived: {kept} of {half} bytes"
+    );
 
     // Started again with nothing asked of it, the agent finishes the pull, keeping what it had.
     hub.set_faults(hfmesh::emulator::Faults::default());
@@ -299,10 +306,10 @@ async fn an_agent_stopped_mid_pull_resumes_it_when_it_starts_again() {
         .join(held[0]["commit"].as_str().unwrap());
     assert_medium_model(&snapshot);
     let total = hub.stats().bytes_served;
-    assert!(
-        total - half <= MEDIUM_SIZE - MEDIUM_SIZE / 4,
-        "the second run fetched only what was missing: {} of {MEDIUM_SIZE} bytes",
-        total - half
+    assert_eq!(
+        total - half,
+        MEDIUM_SIZE - kept,
+        "the second run fetched exactly what was missing"
     );
     assert!(
         !dir.path()
@@ -319,6 +326,24 @@ async fn an_agent_stopped_mid_pull_resumes_it_when_it_starts_again() {
     })
     .await
     .unwrap();
+}
+
+/// Bytes in the complete chunks recorded by the partial blobs in `dir`, opened as a restarted
+/// agent opens them.
+fn chunks_recorded(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|x| x != "part") {
+            continue;
+        }
+        let etag = path.file_stem().unwrap().to_str().unwrap();
+        let etag = hfmesh::etag::Etag::parse(etag).unwrap();
+        let size = entry.metadata().unwrap().len();
+        let partial = hfmesh::store::PartialBlob::open(dir, &etag, size).unwrap();
+        total += partial.bytes_done();
+    }
+    total
 }
 
 /// Runs an agent with `HFMESH_LOG=info` and `HFMESH_LOG_FORMAT=format` until SIGTERM; answers

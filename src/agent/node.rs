@@ -185,12 +185,14 @@ impl Node {
     }
 
     /// Stops in reverse order: the announce loop, then the transfer endpoint (draining uploads),
-    /// then the DHT.
+    /// then the DHT; last, the chunk records of blobs still arriving are saved.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         self.transfer.shutdown().await;
         self.discovery.shutdown().await;
+        let store = self.mesh.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.checkpoint_partials()).await;
     }
 }
