@@ -348,8 +348,9 @@ impl Scheduler {
         let mut c = 0;
         let n = self.local.len();
         let stripe_chunks = self.cfg.stripe_chunks.max(1);
-        // Stripes still waiting for their owner after this plan; the others stop waiting.
-        let mut still_waiting = Vec::new();
+        // Stripes still waiting for their owner after this plan, ascending (chunks are visited
+        // in order); the others stop waiting.
+        let mut still_waiting: Vec<u64> = Vec::new();
         while c < n {
             if self.local.get(c) || self.inflight.contains_key(&c) {
                 c += 1;
@@ -373,6 +374,11 @@ impl Scheduler {
                 continue;
             }
             let stripe = c / stripe_chunks;
+            if still_waiting.last() == Some(&stripe) {
+                // Another chunk of a stripe this plan already found waiting.
+                c += 1;
+                continue;
+            }
             let mine = self.stripe_owner(c) == self.me || {
                 let held = self.stripe_held(stripe);
                 let w = self.waiting.entry(stripe).or_insert(StripeWait {
@@ -398,7 +404,8 @@ impl Scheduler {
             self.start(c..end, Source::Hub, now, &mut out);
             c = end;
         }
-        self.waiting.retain(|s, _| still_waiting.contains(s));
+        self.waiting
+            .retain(|s, _| still_waiting.binary_search(s).is_ok());
         out
     }
 
