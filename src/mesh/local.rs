@@ -12,6 +12,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -22,6 +23,12 @@ use crate::manifest::{ChunkHash, Manifest, SignedManifest};
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::{chunk_count, chunk_range, Bitmap, PartialBlob};
 use crate::wire::{HeldBlob, HeldSnapshot, Holdings};
+
+/// How long a peer's question about a blob is remembered.
+pub const ASKED_MEMORY: Duration = Duration::from_secs(60);
+/// Blobs whose last question is remembered, at most (when full, questions older than
+/// [`ASKED_MEMORY`] are forgotten to make room).
+const MAX_ASKED: usize = 4096;
 
 /// A snapshot's identity.
 pub type SnapshotId = (RepoKind, RepoId, CommitId);
@@ -41,6 +48,8 @@ struct Inner {
     /// The blobs each snapshot names.
     names: HashMap<SnapshotId, Vec<Etag>>,
     blobs: HashMap<Etag, Blob>,
+    /// When a peer last asked which chunks of a blob are here.
+    asked: HashMap<Etag, Instant>,
 }
 
 /// This node's holdings.
@@ -294,12 +303,29 @@ impl LocalStore {
             .cloned()
     }
 
-    /// Which chunks of `etag` can be served now.
+    /// Which chunks of `etag` can be served now. Called for peers: the question is remembered
+    /// (see [`LocalStore::asked_since`]).
     pub fn have(&self, etag: &Etag) -> Option<Bitmap> {
-        match self.lock().blobs.get(etag)? {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        if inner.asked.len() >= MAX_ASKED && !inner.asked.contains_key(etag) {
+            inner
+                .asked
+                .retain(|_, t| now.duration_since(*t) < ASKED_MEMORY);
+        }
+        if inner.asked.len() < MAX_ASKED || inner.asked.contains_key(etag) {
+            inner.asked.insert(etag.clone(), now);
+        }
+        match inner.blobs.get(etag)? {
             Blob::Partial(p) => Some(p.bitmap()),
             Blob::Complete { size, .. } => Some(Bitmap::full(chunk_count(*size))),
         }
+    }
+
+    /// Whether a peer asked about `etag` at or after `since`: it then knows this node as a
+    /// provider of the blob (remembered for [`ASKED_MEMORY`]).
+    pub fn asked_since(&self, etag: &Etag, since: Instant) -> bool {
+        self.lock().asked.get(etag).is_some_and(|t| *t >= since)
     }
 
     /// The hashes this node vouches for: every chunk of a complete blob, the present chunks of a

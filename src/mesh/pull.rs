@@ -458,6 +458,9 @@ impl Down {
 struct Pullers {
     seen: HashMap<NodeId, Instant>,
     current: Vec<NodeId>,
+    /// Whether this node counts as a puller: a peer asked it about the blob lately, so the
+    /// others can see it.
+    counted: bool,
     changed: Instant,
 }
 
@@ -466,13 +469,21 @@ impl Pullers {
         Pullers {
             seen: HashMap::new(),
             current: Vec::new(),
+            counted: false,
             changed: now,
         }
     }
 
-    /// Records what `id` answered (`Some(pulling)`, or `None` for no answer) and gives the
-    /// scheduler the pullers as they now stand.
-    fn note(&mut self, id: NodeId, pulling: Option<bool>, sched: &mut Scheduler, now: Instant) {
+    /// Records what `id` answered (`Some(pulling)`, or `None` for no answer) and whether this
+    /// node is `counted`, and gives the scheduler the pullers as they now stand.
+    fn note(
+        &mut self,
+        id: NodeId,
+        pulling: Option<bool>,
+        counted: bool,
+        sched: &mut Scheduler,
+        now: Instant,
+    ) {
         match pulling {
             Some(true) => {
                 self.seen.insert(id, now);
@@ -489,12 +500,13 @@ impl Pullers {
             .map(|(id, _)| *id)
             .collect();
         current.sort();
-        if current != self.current {
+        if current != self.current || counted != self.counted {
             self.current.clone_from(&current);
+            self.counted = counted;
             self.changed = now;
         }
         // Every time: `Scheduler::remove_peer` drops a peer that did not answer from its list.
-        sched.set_pullers(current);
+        sched.set_pullers(current, counted);
     }
 }
 
@@ -659,7 +671,10 @@ impl BlobFetch<'_> {
                     let now = Instant::now();
                     let (id, pulling) =
                         self.apply(answer, &mut sched, &mut vouched, &mut nodes, &mut down, now);
-                    pullers.note(id, pulling, &mut sched, now);
+                    let counted = m
+                        .store
+                        .asked_since(etag, now.checked_sub(PULLER_MEMORY).unwrap_or(started));
+                    pullers.note(id, pulling, counted, &mut sched, now);
                     continue;
                 }
                 Event::Answer(None) => {

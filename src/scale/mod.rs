@@ -48,6 +48,13 @@ struct Host {
     alive: bool,
     ready_at: Option<f64>,
     scheds: Vec<Scheduler>,
+    /// Blobs begun, in order: `0..begun` (at most `max_blobs` of them unfinished at once).
+    begun: usize,
+    /// Per blob, a counter bumped whenever a chunk arrives here.
+    versions: Vec<u64>,
+    /// Per blob, the version of each provider (by position in the blob's provider list) that
+    /// this host's scheduler last saw: an unchanged provider is not copied again.
+    seen: Vec<Vec<u64>>,
     next_refresh: f64,
     /// When its schedulers must plan again (an event, or their next deadline).
     wake_at: f64,
@@ -99,6 +106,9 @@ impl<'a> Sim<'a> {
                     alive: true,
                     ready_at: None,
                     scheds: Vec::new(),
+                    begun: 0,
+                    versions: vec![0; p.files],
+                    seen: vec![Vec::new(); p.files],
                     next_refresh: 0.0,
                     wake_at: 0.0,
                     served: 0.0,
@@ -178,13 +188,31 @@ impl<'a> Sim<'a> {
             h.started = true;
             h.next_refresh = self.t;
             h.wake_at = self.t;
-            if self.mesh {
-                // A blob is announced as soon as it starts arriving (partial blobs are served).
-                for b in 0..self.p.files {
-                    if self.providers[b].len() < self.p.providers_per_key {
-                        self.providers[b].push(i);
-                    }
-                }
+        }
+        for i in 0..self.hosts.len() {
+            self.begin_blobs(i);
+        }
+    }
+
+    /// Begins host `i`'s next blobs while fewer than `max_blobs` are unfinished, as the mesh
+    /// does (files in order, a few at a time).
+    fn begin_blobs(&mut self, i: usize) {
+        let h = &self.hosts[i];
+        if !h.started || !h.alive {
+            return;
+        }
+        let mut unfinished = (0..h.begun).filter(|&b| !h.scheds[b].is_done()).count();
+        while unfinished < self.p.max_blobs && self.hosts[i].begun < self.p.files {
+            let b = self.hosts[i].begun;
+            self.hosts[i].begun += 1;
+            self.hosts[i].wake_at = self.t;
+            self.hosts[i].next_refresh = self.t;
+            // A blob is announced as soon as it starts arriving (partial blobs are served).
+            if self.mesh && self.providers[b].len() < self.p.providers_per_key {
+                self.providers[b].push(i);
+            }
+            if !self.hosts[i].scheds[b].is_done() {
+                unfinished += 1;
             }
         }
     }
@@ -202,6 +230,10 @@ impl<'a> Sim<'a> {
         }
         for list in &mut self.providers {
             list.retain(|i| !dead.contains(i));
+        }
+        // Positions in the provider lists moved: every view is refreshed in full.
+        for h in &mut self.hosts {
+            h.seen.iter_mut().for_each(Vec::clear);
         }
         // Transfers from the dead fail at their receivers; transfers to them vanish.
         let flows = std::mem::take(&mut self.flows);
@@ -228,29 +260,41 @@ impl<'a> Sim<'a> {
             if !h.started || !h.alive || h.ready_at.is_some() || h.next_refresh > self.t {
                 continue;
             }
-            for b in 0..self.p.files {
+            for b in 0..self.hosts[i].begun {
                 if self.hosts[i].scheds[b].is_done() {
                     continue;
                 }
-                let found: Vec<usize> = self.providers[b]
+                let found: Vec<(usize, usize)> = self.providers[b]
                     .iter()
                     .copied()
-                    .filter(|&j| j != i)
+                    .enumerate()
+                    .filter(|&(_, j)| j != i)
                     .take(self.p.max_providers)
                     .collect();
                 let mut pullers = Vec::new();
-                for j in found {
-                    let have = self.hosts[j].scheds[b].local().clone();
-                    if !have.is_full() {
+                for (k, j) in found {
+                    if !self.hosts[j].scheds[b].is_done() {
                         pullers.push(self.hosts[j].id);
                     }
+                    let version = self.hosts[j].versions[b];
+                    let seen = &mut self.hosts[i].seen[b];
+                    if seen.len() <= k {
+                        seen.resize(k + 1, u64::MAX);
+                    }
+                    if seen[k] == version {
+                        continue;
+                    }
+                    seen[k] = version;
+                    let have = self.hosts[j].scheds[b].local().clone();
                     let near = proximity(&self.hosts[i].topology, &self.hosts[j].topology);
                     let id = self.hosts[j].id;
                     let sched = &mut self.hosts[i].scheds[b];
                     let rtt = Duration::from_micros(100 * (u64::from(near) + 1));
                     sched.update_peer(id, have, near, rtt);
                 }
-                self.hosts[i].scheds[b].set_pullers(pullers);
+                // It counts as a puller when the others ask it, i.e. the DHT keeps its record.
+                let counted = self.providers[b].contains(&i);
+                self.hosts[i].scheds[b].set_pullers(pullers, counted);
             }
             self.hosts[i].next_refresh = self.t + self.p.refresh_secs;
             self.hosts[i].wake_at = self.t;
@@ -265,8 +309,11 @@ impl<'a> Sim<'a> {
                 continue;
             }
             let mut wake = f64::INFINITY;
-            for b in 0..self.p.files {
+            for b in 0..self.hosts[i].begun {
                 let sched = &mut self.hosts[i].scheds[b];
+                if sched.is_done() {
+                    continue;
+                }
                 for (chunk, source) in sched.expire_stalled(now) {
                     self.flows.retain(|f| {
                         !(f.dst == i
@@ -330,6 +377,7 @@ impl<'a> Sim<'a> {
                     budget -= need;
                     let host = &mut self.hosts[f.dst];
                     host.scheds[f.blob].completed(f.next, f.source);
+                    host.versions[f.blob] += 1;
                     host.wake_at = self.t;
                     match f.src_host {
                         Some(s) => self.hosts[s].served += size,
@@ -348,6 +396,16 @@ impl<'a> Sim<'a> {
         }
         for k in finished.into_iter().rev() {
             self.flows.swap_remove(k);
+        }
+        // Hosts that finished a blob begin their next ones.
+        let done: Vec<usize> = (0..n)
+            .filter(|&i| {
+                let h = &self.hosts[i];
+                h.started && h.ready_at.is_none() && h.scheds[..h.begun].iter().any(|s| s.is_done())
+            })
+            .collect();
+        for i in done {
+            self.begin_blobs(i);
         }
         let t = self.t + dt;
         for h in &mut self.hosts {

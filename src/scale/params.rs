@@ -69,6 +69,8 @@ pub struct ScaleParams {
     pub providers_per_key: usize,
     /// Providers a lookup answers (`MeshConfig::max_providers`).
     pub max_providers: usize,
+    /// Files a host fetches at once, in order (`MeshConfig::max_blobs`).
+    pub max_blobs: usize,
     /// Seconds between two refreshes of a host's view of its providers (`MeshConfig::refresh`).
     pub refresh_secs: f64,
     /// Time step, seconds.
@@ -100,6 +102,7 @@ impl Default for ScaleParams {
             failure: None,
             providers_per_key: 20,
             max_providers: 32,
+            max_blobs: 4,
             refresh_secs: 0.25,
             tick_secs: 0.05,
             sample_secs: 1.0,
@@ -131,6 +134,7 @@ impl ScaleParams {
             ("chunk_bytes", self.chunk_bytes as f64),
             ("providers_per_key", self.providers_per_key as f64),
             ("max_providers", self.max_providers as f64),
+            ("max_blobs", self.max_blobs as f64),
             ("refresh_secs", self.refresh_secs),
             ("tick_secs", self.tick_secs),
             ("sample_secs", self.sample_secs),

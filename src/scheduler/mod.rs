@@ -4,7 +4,9 @@
 //!
 //! Rules, in order, for each chunk this node lacks and is not already fetching:
 //! 1. if peers that are not banned hold it (and its hash is known, so it can be verified), ask the
-//!    nearest one with spare capacity: same rack, then same zone, then lowest RTT, then least busy;
+//!    nearest one with spare capacity: same rack, then same zone, then least busy (with our own
+//!    requests), then lowest RTT (in 250 µs steps), then this node's own ranking of the peer (a
+//!    hash of both ids: nodes choosing among equal peers spread over them instead of herding);
 //!    consecutive chunks from one peer go in one request;
 //! 2. otherwise it must come from the Hub, once for the whole cluster: the chunk's *stripe* has
 //!    one owner among the nodes pulling this blob (rendezvous hashing over their ids), and only
@@ -14,7 +16,9 @@
 //!    is a chunk of the stripe newly held here or by any peer; each one restarts the wait, so a
 //!    slow Hub that the owner is still draining never triggers a duplicate fetch. The grace is
 //!    `origin_grace`, or three times the longest gap seen between two progress steps of that
-//!    stripe if that is longer (a Hub slower than the fixed grace per chunk).
+//!    stripe if that is longer (a Hub slower than the fixed grace per chunk). An owner that joins
+//!    late leaves a stripe that peers hold part of while it holds none to whoever is fetching it
+//!    (with the same grace).
 //!
 //! A peer that sends a chunk that fails verification is banned for this blob and everything it
 //! owed is asked of others; a request that stalls past `stall_timeout` is given up (a strike) and
@@ -23,7 +27,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -67,7 +71,7 @@ impl Default for SchedConfig {
 }
 
 /// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// A peer, by id.
     Peer(NodeId),
@@ -110,6 +114,10 @@ struct PeerView {
     have: Bitmap,
     proximity: u8,
     rtt: Duration,
+    /// This node's own ranking of the peer among equals (a hash of both ids), so that nodes
+    /// choosing among equally near, equally fast peers spread over them instead of all picking
+    /// the same one.
+    rank: u64,
     inflight: usize,
     strikes: u32,
     banned: bool,
@@ -130,6 +138,8 @@ struct StripeWait {
 struct InFlight {
     source: Source,
     since: Instant,
+    /// The request it belongs to (a key of `Scheduler::requests`).
+    request: u64,
 }
 
 /// Scheduling state of one blob on this node.
@@ -141,11 +151,19 @@ pub struct Scheduler {
     local: Bitmap,
     verifiable: Bitmap,
     hub_allowed: bool,
-    peers: HashMap<NodeId, PeerView>,
+    /// Ordered maps throughout: iteration order (ties between equal peers) is deterministic.
+    peers: BTreeMap<NodeId, PeerView>,
+    /// Per chunk, how many peers that are not banned hold it.
+    holders: Vec<u32>,
     pullers: Vec<NodeId>,
+    /// Owner of each stripe under the current pullers, filled as stripes are asked about.
+    owners: Vec<Option<NodeId>>,
     inflight: BTreeMap<u64, InFlight>,
+    /// Requests with chunks still in flight: each one's source and chunks left.
+    requests: BTreeMap<u64, (Source, u64)>,
+    next_request: u64,
     hub_inflight: usize,
-    waiting: HashMap<u64, StripeWait>,
+    waiting: BTreeMap<u64, StripeWait>,
 }
 
 impl Scheduler {
@@ -160,11 +178,15 @@ impl Scheduler {
             verifiable: Bitmap::empty(n),
             local,
             hub_allowed: true,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
+            holders: vec![0; n as usize],
             pullers: vec![me],
+            owners: Vec::new(),
             inflight: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            next_request: 0,
             hub_inflight: 0,
-            waiting: HashMap::new(),
+            waiting: BTreeMap::new(),
         }
     }
 
@@ -193,14 +215,19 @@ impl Scheduler {
         if id == self.me || have.len() != self.local.len() {
             return;
         }
-        let view = self.peers.entry(id).or_insert(PeerView {
-            have: have.clone(),
+        let me = self.me;
+        let view = self.peers.entry(id).or_insert_with(|| PeerView {
+            have: Bitmap::empty(have.len()),
             proximity,
             rtt,
+            rank: rank(&me, &id),
             inflight: 0,
             strikes: 0,
             banned: false,
         });
+        if !view.banned {
+            count_changes(&mut self.holders, &view.have, &have);
+        }
         view.have = have;
         view.proximity = proximity;
         view.rtt = rtt;
@@ -209,8 +236,17 @@ impl Scheduler {
     /// Forgets a peer (it left). Requests already running to it are left to finish, fail or
     /// stall on their own, so no chunk is fetched twice while it may still arrive.
     pub fn remove_peer(&mut self, id: &NodeId) {
-        self.peers.remove(id);
-        self.pullers.retain(|p| p != id);
+        if let Some(p) = self.peers.remove(id) {
+            if !p.banned {
+                count_changes(&mut self.holders, &p.have, &Bitmap::empty(p.have.len()));
+            }
+        }
+        if self.pullers.contains(id) {
+            let others = self.pullers.iter().filter(|p| *p != id && **p != self.me);
+            let others: Vec<NodeId> = others.copied().collect();
+            let counted = self.pullers.contains(&self.me);
+            self.set_pullers(others, counted);
+        }
     }
 
     /// The peers banned for this blob.
@@ -227,17 +263,44 @@ impl Scheduler {
         self.peers.get(id).is_some_and(|p| p.banned)
     }
 
-    /// The nodes pulling this blob from the Hub together (this node is always one of them).
-    pub fn set_pullers(&mut self, mut pullers: Vec<NodeId>) {
-        pullers.push(self.me);
-        pullers.sort();
-        pullers.dedup();
-        self.pullers = pullers;
+    /// The other nodes pulling this blob from the Hub together, and whether this node counts as
+    /// one of them (owns stripes). It should count when the others know it is pulling (they asked
+    /// it lately); a node they cannot see (say, one the DHT keeps no provider record of) would
+    /// otherwise fetch the stripes it believes are its own while their real owners fetch them
+    /// too. With no other puller, this node owns everything whatever `counted` says.
+    pub fn set_pullers(&mut self, mut others: Vec<NodeId>, counted: bool) {
+        others.retain(|p| *p != self.me);
+        if counted || others.is_empty() {
+            others.push(self.me);
+        }
+        others.sort();
+        others.dedup();
+        if others != self.pullers {
+            self.pullers = others;
+            self.owners.clear();
+        }
     }
 
-    /// How many nodes pull this blob together, this one included.
+    /// How many nodes pull this blob together and own stripes (this one included if it counts).
     pub fn pullers(&self) -> usize {
         self.pullers.len()
+    }
+
+    /// Whether this node owns `stripe` (cached until the pullers change).
+    fn owns(&mut self, stripe: u64) -> bool {
+        let k = self.cfg.stripe_chunks.max(1);
+        if self.owners.is_empty() {
+            self.owners = vec![None; self.local.len().div_ceil(k) as usize];
+        }
+        let owner = match self.owners[stripe as usize] {
+            Some(o) => o,
+            None => {
+                let o = self.stripe_owner(stripe * k);
+                self.owners[stripe as usize] = Some(o);
+                o
+            }
+        };
+        owner == self.me
     }
 
     /// The owner of `chunk`'s stripe: the puller with the highest rendezvous score.
@@ -254,7 +317,7 @@ impl Scheduler {
                 let b = h.finalize();
                 u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"))
             })
-            .expect("pullers always holds this node")
+            .expect("pullers is never empty")
     }
 
     /// A chunk arrived and was verified and written.
@@ -262,7 +325,7 @@ impl Scheduler {
         self.local.set(chunk);
         self.verifiable.set(chunk);
         if let Some(f) = self.inflight.remove(&chunk) {
-            self.release(f.source);
+            self.release(&f);
         }
         if let Source::Peer(id) = from {
             if let Some(p) = self.peers.get_mut(&id) {
@@ -280,12 +343,16 @@ impl Scheduler {
     fn fail_chunks(&mut self, chunks: &[u64], from: Source, fault: Fault) {
         for &c in chunks {
             if self.inflight.get(&c).is_some_and(|f| f.source == from) {
-                self.inflight.remove(&c);
-                self.release(from);
+                if let Some(f) = self.inflight.remove(&c) {
+                    self.release(&f);
+                }
             }
             if fault == Fault::Missing {
                 if let Source::Peer(id) = from {
                     if let Some(p) = self.peers.get_mut(&id) {
+                        if p.have.get(c) && !p.banned {
+                            self.holders[c as usize] -= 1;
+                        }
                         p.have = without(&p.have, c);
                     }
                 }
@@ -294,6 +361,7 @@ impl Scheduler {
         if let Source::Peer(id) = from {
             let max = self.cfg.max_strikes;
             if let Some(p) = self.peers.get_mut(&id) {
+                let was_banned = p.banned;
                 match fault {
                     Fault::BadChunk => p.banned = true,
                     Fault::Failed => {
@@ -301,6 +369,9 @@ impl Scheduler {
                         p.banned |= p.strikes >= max;
                     }
                     Fault::Missing => {}
+                }
+                if p.banned && !was_banned {
+                    count_changes(&mut self.holders, &p.have, &Bitmap::empty(p.have.len()));
                 }
             }
             if self.is_banned(&id) {
@@ -320,7 +391,7 @@ impl Scheduler {
             })
             .map(|(c, f)| (*c, f.source))
             .collect();
-        let mut by_source: HashMap<Source, Vec<u64>> = HashMap::new();
+        let mut by_source: BTreeMap<Source, Vec<u64>> = BTreeMap::new();
         for (c, source) in &stalled {
             by_source.entry(*source).or_default().push(*c);
         }
@@ -379,7 +450,7 @@ impl Scheduler {
                 c += 1;
                 continue;
             }
-            let mine = self.stripe_owner(c) == self.me || {
+            let mine = (self.owns(stripe) && !self.under_way_elsewhere(stripe)) || {
                 let held = self.stripe_held(stripe);
                 let w = self.waiting.entry(stripe).or_insert(StripeWait {
                     since: now,
@@ -409,6 +480,16 @@ impl Scheduler {
         out
     }
 
+    /// Whether peers hold chunks of `stripe` while this node holds none: another node is
+    /// already fetching it from the Hub (it owned the stripe before this node joined, say), so
+    /// it is left to them for as long as it makes progress.
+    fn under_way_elsewhere(&self, stripe: u64) -> bool {
+        let k = self.cfg.stripe_chunks.max(1);
+        let chunks = stripe * k..((stripe + 1) * k).min(self.local.len());
+        chunks.clone().all(|i| !self.local.get(i))
+            && chunks.into_iter().any(|i| self.holders[i as usize] > 0)
+    }
+
     /// How long stripe wait `w` may go without progress.
     fn grace(&self, w: &StripeWait) -> Duration {
         self.cfg.origin_grace.max(w.gap.saturating_mul(3))
@@ -423,8 +504,17 @@ impl Scheduler {
     }
 
     fn start(&mut self, chunks: Range<u64>, source: Source, now: Instant, out: &mut Vec<Request>) {
+        let request = self.next_request;
+        self.next_request += 1;
+        self.requests
+            .insert(request, (source, chunks.end - chunks.start));
         for i in chunks.clone() {
-            self.inflight.insert(i, InFlight { source, since: now });
+            let f = InFlight {
+                source,
+                since: now,
+                request,
+            };
+            self.inflight.insert(i, f);
         }
         match source {
             Source::Hub => self.hub_inflight += 1,
@@ -460,30 +550,44 @@ impl Scheduler {
     }
 
     fn any_peer_holds(&self, chunk: u64) -> bool {
-        self.peers.keys().any(|id| self.peer_can_serve(id, chunk))
+        self.verifiable.get(chunk) && self.holders[chunk as usize] > 0
     }
 
     fn best_peer(&self, chunk: u64) -> Option<NodeId> {
+        if !self.any_peer_holds(chunk) {
+            return None;
+        }
         self.peers
             .iter()
-            .filter(|(id, p)| {
-                p.inflight < self.cfg.requests_per_peer && self.peer_can_serve(id, chunk)
+            .filter(|(_, p)| {
+                p.inflight < self.cfg.requests_per_peer && !p.banned && p.have.get(chunk)
             })
-            .min_by_key(|(id, p)| (p.proximity, p.inflight, p.rtt, **id))
+            .min_by_key(|(id, p)| {
+                // RTTs within one bucket are equal: measurement noise must not herd everyone
+                // onto one peer.
+                let rtt = p.rtt.as_micros() / RTT_BUCKET.as_micros();
+                (p.proximity, p.inflight, rtt, p.rank, **id)
+            })
             .map(|(id, _)| *id)
     }
 
-    fn release(&mut self, source: Source) {
-        // One request can cover several chunks; its slot is freed when its last chunk leaves.
-        let still = self.inflight.values().any(|f| f.source == source);
-        if still {
+    /// Chunk `f` left the flight. One request can cover several chunks: its slot at its source
+    /// is freed when its last chunk leaves.
+    fn release(&mut self, f: &InFlight) {
+        let Some((source, left)) = self.requests.get_mut(&f.request) else {
+            return;
+        };
+        *left -= 1;
+        if *left > 0 {
             return;
         }
+        let source = *source;
+        self.requests.remove(&f.request);
         match source {
-            Source::Hub => self.hub_inflight = 0,
+            Source::Hub => self.hub_inflight = self.hub_inflight.saturating_sub(1),
             Source::Peer(id) => {
                 if let Some(p) = self.peers.get_mut(&id) {
-                    p.inflight = 0;
+                    p.inflight = p.inflight.saturating_sub(1);
                 }
             }
         }
@@ -498,7 +602,54 @@ impl Scheduler {
             .collect();
         for c in gone {
             if let Some(f) = self.inflight.remove(&c) {
-                self.release(f.source);
+                self.release(&f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Scheduler {
+    /// Checks the per-chunk holder counts against the peers' bitmaps.
+    fn assert_holders_counted(&self) {
+        for c in 0..self.local.len() {
+            let held = self
+                .peers
+                .values()
+                .filter(|p| !p.banned && p.have.get(c))
+                .count() as u32;
+            assert_eq!(self.holders[c as usize], held, "holders of chunk {c}");
+        }
+    }
+}
+
+/// RTTs are compared in steps of this much.
+const RTT_BUCKET: Duration = Duration::from_micros(250);
+
+/// `me`'s rank of `peer` among equals: nodes rank the same peers differently.
+fn rank(me: &NodeId, peer: &NodeId) -> u64 {
+    let h = blake3::Hasher::new()
+        .update(&me.0)
+        .update(&peer.0)
+        .finalize();
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Adds to `holders` the chunks `new` holds and `old` does not, and takes away the reverse.
+fn count_changes(holders: &mut [u32], old: &Bitmap, new: &Bitmap) {
+    for (byte, (o, n)) in old.bits().iter().zip(new.bits()).enumerate() {
+        if o == n {
+            continue;
+        }
+        let (gained, lost) = (n & !o, o & !n);
+        // A peer's bitmap may carry bits past the last chunk: they count for nothing.
+        for bit in 0..8.min(holders.len().saturating_sub(byte * 8)) {
+            let c = byte * 8 + bit;
+            if gained & (1 << bit) != 0 {
+                holders[c] += 1;
+            }
+            if lost & (1 << bit) != 0 {
+                holders[c] -= 1;
             }
         }
     }

@@ -151,7 +151,7 @@ fn pullers_split_the_hub_and_each_stripe_has_exactly_one_owner() {
             b"etag",
             Bitmap::empty(chunks),
         );
-        s.set_pullers(nodes.clone());
+        s.set_pullers(nodes.clone(), true);
         for r in s.plan(now) {
             assert_eq!(r.source, Source::Hub);
             for c in r.chunks {
@@ -167,7 +167,7 @@ fn pullers_split_the_hub_and_each_stripe_has_exactly_one_owner() {
         .iter()
         .map(|me| {
             let mut s = Scheduler::new(SchedConfig::default(), *me, b"etag", Bitmap::empty(chunks));
-            s.set_pullers(nodes.clone());
+            s.set_pullers(nodes.clone(), true);
             (0..chunks).filter(|&c| s.stripe_owner(c) == *me).count()
         })
         .collect();
@@ -187,14 +187,14 @@ fn a_non_owner_waits_for_the_owner_then_takes_over_after_the_grace() {
     let grace = cfg.origin_grace;
     let (a, b) = (id(1), id(2));
     let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(64));
-    probe.set_pullers(vec![a, b]);
+    probe.set_pullers(vec![a, b], true);
     let (owner, other) = if probe.stripe_owner(0) == a {
         (a, b)
     } else {
         (b, a)
     };
     let mut s = Scheduler::new(cfg, other, b"etag", Bitmap::empty(64));
-    s.set_pullers(vec![owner]);
+    s.set_pullers(vec![owner], true);
     assert!(
         s.plan(t0).is_empty(),
         "the owner fetches this stripe from the Hub; we wait"
@@ -306,11 +306,14 @@ fn random_swarms_always_finish_without_double_asking() {
                 );
             }
             for r in reqs.into_iter().chain(more) {
-                match rand() % 5 {
-                    0 => s.failed(r.chunks.clone(), r.source, Fault::Failed),
+                match rand() % 20 {
+                    0..=3 => s.failed(r.chunks.clone(), r.source, Fault::Failed),
+                    4 => s.failed(r.chunks.clone(), r.source, Fault::Missing),
+                    5 => s.failed(r.chunks.clone(), r.source, Fault::BadChunk),
                     _ => r.chunks.clone().for_each(|c| s.completed(c, r.source)),
                 }
             }
+            s.assert_holders_counted();
         }
         assert!(s.is_done(), "did not finish");
     }
@@ -345,7 +348,7 @@ fn a_slow_owner_that_keeps_making_progress_is_never_duplicated() {
     let grace = cfg.origin_grace;
     let (a, b) = (id(1), id(2));
     let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(8));
-    probe.set_pullers(vec![a, b]);
+    probe.set_pullers(vec![a, b], true);
     let (owner, other) = if probe.stripe_owner(0) == a {
         (a, b)
     } else {
@@ -353,7 +356,7 @@ fn a_slow_owner_that_keeps_making_progress_is_never_duplicated() {
     };
     let mut s = Scheduler::new(cfg, other, b"etag", Bitmap::empty(8));
     (0..8).for_each(|c| s.set_verifiable(c));
-    s.set_pullers(vec![owner]);
+    s.set_pullers(vec![owner], true);
     assert!(s.plan(t0).is_empty(), "the owner's stripe: wait");
     // The owner draws one chunk from a slow Hub every grace minus a second: the whole stripe
     // takes far longer than the grace, yet every step restarts the wait.
@@ -385,4 +388,115 @@ fn a_slow_owner_that_keeps_making_progress_is_never_duplicated() {
             chunks: 7..8
         }]
     );
+}
+
+#[test]
+fn a_node_the_other_pullers_cannot_see_owns_no_stripe() {
+    let t0 = Instant::now();
+    let others: Vec<NodeId> = (1..4).map(id).collect();
+    let mut unseen = sched(64);
+    unseen.set_pullers(others.clone(), false);
+    assert!(
+        (0..64).all(|c| unseen.stripe_owner(c) != id(0)),
+        "every stripe belongs to a node the others know"
+    );
+    assert!(unseen.plan(t0).is_empty(), "it waits for the owners");
+    let later = unseen.plan(t0 + SchedConfig::default().origin_grace);
+    assert!(
+        later.iter().all(|r| r.source == Source::Hub) && !later.is_empty(),
+        "after the grace with no progress it fetches from the Hub itself: {later:?}"
+    );
+
+    // Seen by the others, it owns its share; alone, it owns everything.
+    let mut seen = sched(64);
+    seen.set_pullers(others, true);
+    let owned = (0..64).filter(|&c| seen.stripe_owner(c) == id(0)).count();
+    assert!(owned > 0 && owned < 64, "{owned} of 64");
+    let mut alone = sched(64);
+    alone.set_pullers(Vec::new(), false);
+    assert!((0..64).all(|c| alone.stripe_owner(c) == id(0)));
+    assert!(!alone.plan(t0).is_empty());
+}
+
+#[test]
+fn a_request_slot_frees_when_that_request_ends() {
+    let t0 = Instant::now();
+    let cfg = SchedConfig {
+        chunks_per_request: 2,
+        requests_per_peer: 2,
+        hub_requests: 2,
+        stripe_chunks: 2,
+        ..SchedConfig::default()
+    };
+    // From the Hub: two requests, then a third as soon as the first is over.
+    let mut s = Scheduler::new(cfg.clone(), id(0), b"etag", Bitmap::empty(16));
+    let first = s.plan(t0);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(s.plan(t0).is_empty(), "both Hub slots are taken");
+    complete_all(&mut s, &first[..1]);
+    let next = s.plan(t0);
+    assert_eq!(next.len(), 1, "one slot was freed: {next:?}");
+    assert_eq!(next[0].source, Source::Hub);
+
+    // From a peer: the same, and a failed request frees its slot too.
+    let mut s = Scheduler::new(cfg, id(0), b"etag", Bitmap::empty(16));
+    (0..16).for_each(|i| s.set_verifiable(i));
+    s.update_peer(id(1), Bitmap::full(16), 0, Duration::from_micros(100));
+    let first = s.plan(t0);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(s.plan(t0).is_empty(), "both slots at the peer are taken");
+    s.failed(first[1].chunks.clone(), first[1].source, Fault::Failed);
+    let next = s.plan(t0);
+    assert_eq!(
+        next.len(),
+        1,
+        "the failed request's slot was freed: {next:?}"
+    );
+    // Half of a request done does not free its slot.
+    s.completed(first[0].chunks.start, first[0].source);
+    assert!(s.plan(t0).is_empty());
+    s.completed(first[0].chunks.start + 1, first[0].source);
+    assert_eq!(s.plan(t0).len(), 1);
+}
+
+#[test]
+fn bits_a_peer_sets_past_the_last_chunk_are_ignored() {
+    let now = Instant::now();
+    let mut s = sched(10);
+    let odd = Bitmap::from_bits(10, vec![0x00, 0xfe]).unwrap();
+    s.update_peer(id(1), odd, 0, Duration::from_micros(100));
+    s.assert_holders_counted();
+    let reqs = s.plan(now);
+    assert!(reqs
+        .iter()
+        .any(|r| r.source == Source::Peer(id(1)) && r.chunks == (9..10)));
+    s.update_peer(id(1), Bitmap::empty(10), 0, Duration::from_micros(100));
+    s.assert_holders_counted();
+}
+
+#[test]
+fn nodes_choosing_among_equal_peers_spread_over_them() {
+    let now = Instant::now();
+    let holders: Vec<NodeId> = (1..=8).map(id).collect();
+    let mut picked = std::collections::HashMap::<NodeId, usize>::new();
+    for n in 100..164u8 {
+        let mut s = Scheduler::new(SchedConfig::default(), id(n), b"etag", Bitmap::empty(4));
+        (0..4).for_each(|i| s.set_verifiable(i));
+        for h in &holders {
+            s.update_peer(
+                *h,
+                Bitmap::full(4),
+                2,
+                Duration::from_micros(300 + u64::from(n % 7)),
+            );
+        }
+        let reqs = s.plan(now);
+        let Source::Peer(p) = reqs[0].source else {
+            panic!("asked the Hub: {reqs:?}")
+        };
+        *picked.entry(p).or_default() += 1;
+    }
+    // 64 nodes over 8 equal peers: every peer gets some, none gets a crowd.
+    assert_eq!(picked.len(), 8, "{picked:?}");
+    assert!(picked.values().all(|&k| k <= 20), "{picked:?}");
 }

@@ -65,12 +65,23 @@ impl Bitmap {
 
     /// Number of chunks present.
     pub fn count(&self) -> u64 {
-        (0..self.len).filter(|&i| self.get(i)).count() as u64
+        // Whole bytes by popcount, the last partial byte bit by bit (bits past `len` may be set
+        // in bitmaps from peers and do not count).
+        let whole = (self.len / 8) as usize;
+        let full: u64 = self.bits[..whole]
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum();
+        full + (whole as u64 * 8..self.len)
+            .filter(|&i| self.get(i))
+            .count() as u64
     }
 
     /// Whether every chunk is present.
     pub fn is_full(&self) -> bool {
-        (0..self.len).all(|i| self.get(i))
+        let whole = (self.len / 8) as usize;
+        self.bits[..whole].iter().all(|&b| b == 0xff)
+            && (whole as u64 * 8..self.len).all(|i| self.get(i))
     }
 
     /// Runs of absent chunks, in order.
@@ -102,6 +113,12 @@ mod tests {
         assert_eq!(b.missing_runs(), vec![1..3, 4..10]);
         assert!(Bitmap::full(9).is_full());
         assert!(Bitmap::from_bits(9, vec![0; 1]).is_none());
+        // Bits past the end, as a peer may send them, count for nothing.
+        let odd = Bitmap::from_bits(10, vec![0xff, 0xfe]).unwrap();
+        assert_eq!(odd.count(), 9);
+        assert!(!odd.is_full() && !odd.get(8) && odd.get(9));
+        assert!(Bitmap::from_bits(10, vec![0xff, 0x03]).unwrap().is_full());
+        assert!(Bitmap::full(16).is_full() && Bitmap::full(16).count() == 16);
         assert!(
             Bitmap::from_bits(MAX_CHUNKS + 1, vec![0; (MAX_CHUNKS as usize + 8) / 8]).is_none()
         );
