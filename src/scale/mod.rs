@@ -50,6 +50,11 @@ struct Host {
     scheds: Vec<Scheduler>,
     /// Blobs begun, in order: `0..begun` (at most `max_blobs` of them unfinished at once).
     begun: usize,
+    /// Per blob: when it was begun, and when its pullers last changed.
+    begun_at: Vec<f64>,
+    pullers_changed: Vec<f64>,
+    /// Per blob, the pullers the last refresh found.
+    last_pullers: Vec<Vec<NodeId>>,
     /// Per blob, a counter bumped whenever a chunk arrives here.
     versions: Vec<u64>,
     /// Per blob, the version of each provider (by position in the blob's provider list) that
@@ -107,6 +112,9 @@ impl<'a> Sim<'a> {
                     ready_at: None,
                     scheds: Vec::new(),
                     begun: 0,
+                    begun_at: vec![0.0; p.files],
+                    pullers_changed: vec![0.0; p.files],
+                    last_pullers: vec![Vec::new(); p.files],
                     versions: vec![0; p.files],
                     seen: vec![Vec::new(); p.files],
                     next_refresh: 0.0,
@@ -177,7 +185,8 @@ impl<'a> Sim<'a> {
                 .enumerate()
                 .map(|(b, &n)| {
                     let key = (b as u64).to_le_bytes();
-                    let mut s = Scheduler::new(self.p.sched.clone(), h.id, &key, Bitmap::empty(n));
+                    let cfg = self.p.sched_config();
+                    let mut s = Scheduler::new(cfg, h.id, &key, Bitmap::empty(n));
                     // The manifest (every chunk's hash) comes with the snapshot's first peer.
                     (0..n).for_each(|c| s.set_verifiable(c));
                     s
@@ -205,6 +214,10 @@ impl<'a> Sim<'a> {
         while unfinished < self.p.max_blobs && self.hosts[i].begun < self.p.files {
             let b = self.hosts[i].begun;
             self.hosts[i].begun += 1;
+            self.hosts[i].begun_at[b] = self.t;
+            self.hosts[i].pullers_changed[b] = self.t;
+            // The mesh's first Hub request of a blob waits for the pullers to settle.
+            self.hosts[i].scheds[b].set_hub_allowed(!self.mesh);
             self.hosts[i].wake_at = self.t;
             self.hosts[i].next_refresh = self.t;
             // A blob is announced as soon as it starts arriving (partial blobs are served).
@@ -294,7 +307,22 @@ impl<'a> Sim<'a> {
                 }
                 // It counts as a puller when the others ask it, i.e. the DHT keeps its record.
                 let counted = self.providers[b].contains(&i);
-                self.hosts[i].scheds[b].set_pullers(pullers, counted);
+                // The Hub opens once a refresh begun after the gather window and after the last
+                // change of the pullers changed nothing, or after 16 windows (as in the mesh).
+                let h = &mut self.hosts[i];
+                pullers.sort();
+                let changed = pullers != h.last_pullers[b];
+                let settled = !changed
+                    && self.t >= h.begun_at[b] + self.p.gather_secs
+                    && self.t > h.pullers_changed[b];
+                if changed {
+                    h.last_pullers[b].clone_from(&pullers);
+                    h.pullers_changed[b] = self.t;
+                }
+                if settled || self.t >= h.begun_at[b] + 16.0 * self.p.gather_secs {
+                    h.scheds[b].set_hub_allowed(true);
+                }
+                h.scheds[b].set_pullers(pullers, counted);
             }
             self.hosts[i].next_refresh = self.t + self.p.refresh_secs;
             self.hosts[i].wake_at = self.t;

@@ -69,6 +69,8 @@ pub struct ScaleParams {
     pub providers_per_key: usize,
     /// Providers a lookup answers (`MeshConfig::max_providers`).
     pub max_providers: usize,
+    /// The gather window before a blob's first Hub request (`MeshConfig::gather`).
+    pub gather_secs: f64,
     /// Files a host fetches at once, in order (`MeshConfig::max_blobs`).
     pub max_blobs: usize,
     /// Seconds between two refreshes of a host's view of its providers (`MeshConfig::refresh`).
@@ -103,6 +105,7 @@ impl Default for ScaleParams {
             providers_per_key: 20,
             max_providers: 32,
             max_blobs: 4,
+            gather_secs: 0.5,
             refresh_secs: 0.25,
             tick_secs: 0.05,
             sample_secs: 1.0,
@@ -135,6 +138,7 @@ impl ScaleParams {
             ("providers_per_key", self.providers_per_key as f64),
             ("max_providers", self.max_providers as f64),
             ("max_blobs", self.max_blobs as f64),
+            ("gather_secs", self.gather_secs),
             ("refresh_secs", self.refresh_secs),
             ("tick_secs", self.tick_secs),
             ("sample_secs", self.sample_secs),
@@ -227,6 +231,20 @@ impl ScaleParams {
         };
         p.validate()?;
         Ok(p)
+    }
+
+    /// The scheduler's tuning for the simulated chunk size. Its timeouts are for 4 MiB chunks:
+    /// a request may take `stall_timeout` and a stripe may go `origin_grace` without a chunk
+    /// arriving. With chunks `k` times larger each step moves `k` times the bytes, so both are
+    /// stretched `k` times; otherwise a loaded peer's requests would count as stalled (and the
+    /// peer be banned) only because the model's chunks are coarse.
+    pub fn sched_config(&self) -> SchedConfig {
+        let k = (self.chunk_bytes as f64 / crate::store::CHUNK_SIZE as f64).max(1.0);
+        SchedConfig {
+            stall_timeout: self.sched.stall_timeout.mul_f64(k),
+            origin_grace: self.sched.origin_grace.mul_f64(k),
+            ..self.sched.clone()
+        }
     }
 
     /// The files' sizes: `model_bytes` split evenly, the remainder on the first.

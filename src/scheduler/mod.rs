@@ -164,6 +164,8 @@ pub struct Scheduler {
     next_request: u64,
     hub_inflight: usize,
     waiting: BTreeMap<u64, StripeWait>,
+    /// This node's own starting stripe for its scans (a hash of its id and the blob).
+    scan_from: u64,
 }
 
 impl Scheduler {
@@ -187,6 +189,7 @@ impl Scheduler {
             next_request: 0,
             hub_inflight: 0,
             waiting: BTreeMap::new(),
+            scan_from: rank(&me, &NodeId(*blake3::hash(key).as_bytes())),
         }
     }
 
@@ -416,68 +419,81 @@ impl Scheduler {
     /// Decides the next requests and records them as in flight.
     pub fn plan(&mut self, now: Instant) -> Vec<Request> {
         let mut out = Vec::new();
-        let mut c = 0;
         let n = self.local.len();
         let stripe_chunks = self.cfg.stripe_chunks.max(1);
-        // Stripes still waiting for their owner after this plan, ascending (chunks are visited
-        // in order); the others stop waiting.
+        // Each node scans from its own stripe onwards and wraps around, so that nodes following
+        // the same peers ask them for different chunks first, then trade those among themselves.
+        let start = (self.scan_from % n.div_ceil(stripe_chunks).max(1)) * stripe_chunks;
+        // Stripes still waiting for their owner after this plan; the others stop waiting.
         let mut still_waiting: Vec<u64> = Vec::new();
-        while c < n {
-            if self.local.get(c) || self.inflight.contains_key(&c) {
-                c += 1;
-                continue;
+        for (from, to) in [(start, n), (0, start.min(n))] {
+            let mut c = from;
+            while c < to {
+                c = self.plan_at(c, to, now, &mut still_waiting, &mut out);
             }
-            if let Some(peer) = self.best_peer(c) {
-                let end = self.run_end(c, self.cfg.chunks_per_request, |s, i| {
-                    s.peer_can_serve(&peer, i)
-                });
-                self.start(c..end, Source::Peer(peer), now, &mut out);
-                c = end;
-                continue;
-            }
-            if self.any_peer_holds(c) {
-                // Held by peers that are busy: wait for them rather than go to the Hub.
-                c += 1;
-                continue;
-            }
-            if !self.hub_allowed || self.hub_inflight >= self.cfg.hub_requests {
-                c += 1;
-                continue;
-            }
-            let stripe = c / stripe_chunks;
-            if still_waiting.last() == Some(&stripe) {
-                // Another chunk of a stripe this plan already found waiting.
-                c += 1;
-                continue;
-            }
-            let mine = (self.owns(stripe) && !self.under_way_elsewhere(stripe)) || {
-                let held = self.stripe_held(stripe);
-                let w = self.waiting.entry(stripe).or_insert(StripeWait {
-                    since: now,
-                    held,
-                    gap: Duration::ZERO,
-                });
-                if held > w.held {
-                    w.gap = w.gap.max(now.duration_since(w.since));
-                    w.since = now;
-                    w.held = held;
-                }
-                let w = w.clone();
-                now.duration_since(w.since) >= self.grace(&w)
-            };
-            if !mine {
-                still_waiting.push(stripe);
-                c += 1;
-                continue;
-            }
-            let stripe_end = ((stripe + 1) * stripe_chunks).min(n);
-            let end = self.run_end(c, stripe_end - c, |s, i| !s.any_peer_holds(i));
-            self.start(c..end, Source::Hub, now, &mut out);
-            c = end;
         }
+        still_waiting.sort_unstable();
+        still_waiting.dedup();
         self.waiting
             .retain(|s, _| still_waiting.binary_search(s).is_ok());
         out
+    }
+
+    /// Plans chunk `c` (and the chunks after it up to `to` that go in the same request); returns
+    /// the next chunk to look at.
+    fn plan_at(
+        &mut self,
+        c: u64,
+        to: u64,
+        now: Instant,
+        still_waiting: &mut Vec<u64>,
+        out: &mut Vec<Request>,
+    ) -> u64 {
+        let stripe_chunks = self.cfg.stripe_chunks.max(1);
+        if self.local.get(c) || self.inflight.contains_key(&c) {
+            return c + 1;
+        }
+        if let Some(peer) = self.best_peer(c) {
+            let max = self.cfg.chunks_per_request.min(to - c);
+            let end = self.run_end(c, max, |s, i| s.peer_can_serve(&peer, i));
+            self.start(c..end, Source::Peer(peer), now, out);
+            return end;
+        }
+        if self.any_peer_holds(c) {
+            // Held by peers that are busy: wait for them rather than go to the Hub.
+            return c + 1;
+        }
+        if !self.hub_allowed || self.hub_inflight >= self.cfg.hub_requests {
+            return c + 1;
+        }
+        let stripe = c / stripe_chunks;
+        if still_waiting.last() == Some(&stripe) {
+            // Another chunk of a stripe this plan already found waiting.
+            return c + 1;
+        }
+        let mine = (self.owns(stripe) && !self.under_way_elsewhere(stripe)) || {
+            let held = self.stripe_held(stripe);
+            let w = self.waiting.entry(stripe).or_insert(StripeWait {
+                since: now,
+                held,
+                gap: Duration::ZERO,
+            });
+            if held > w.held {
+                w.gap = w.gap.max(now.duration_since(w.since));
+                w.since = now;
+                w.held = held;
+            }
+            let w = w.clone();
+            now.duration_since(w.since) >= self.grace(&w)
+        };
+        if !mine {
+            still_waiting.push(stripe);
+            return c + 1;
+        }
+        let stripe_end = ((stripe + 1) * stripe_chunks).min(to);
+        let end = self.run_end(c, stripe_end - c, |s, i| !s.any_peer_holds(i));
+        self.start(c..end, Source::Hub, now, out);
+        end
     }
 
     /// Whether peers hold chunks of `stripe` while this node holds none: another node is

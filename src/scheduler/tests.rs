@@ -31,14 +31,8 @@ fn nearest_peer_first_and_consecutive_chunks_grouped() {
     s.update_peer(id(1), Bitmap::full(8), 2, Duration::from_micros(100));
     s.update_peer(id(2), Bitmap::full(8), 0, Duration::from_millis(5));
     let reqs = s.plan(now);
-    assert_eq!(
-        reqs[0],
-        Request {
-            source: Source::Peer(id(2)),
-            chunks: 0..4
-        },
-        "same rack beats lower RTT"
-    );
+    assert_eq!(reqs[0].source, Source::Peer(id(2)), "same rack beats lower RTT");
+    assert_eq!(reqs[0].chunks.end - reqs[0].chunks.start, 4, "{reqs:?}");
     assert!(
         reqs.iter().all(|r| r.source != Source::Hub),
         "peers hold everything: no Hub request"
@@ -89,14 +83,15 @@ fn a_bad_chunk_bans_the_peer_and_its_work_goes_elsewhere() {
     s.update_peer(id(2), Bitmap::full(8), 2, Duration::ZERO);
     let first = s.plan(now);
     assert!(first.iter().all(|r| r.source == Source::Peer(id(1))));
-    s.failed(0..4, Source::Peer(id(1)), Fault::BadChunk);
+    s.failed(first[0].chunks.clone(), Source::Peer(id(1)), Fault::BadChunk);
     assert!(s.is_banned(&id(1)));
     let again = s.plan(now);
     assert!(
         !again.is_empty() && again.iter().all(|r| r.source == Source::Peer(id(2))),
         "{again:?}"
     );
-    let covered: Vec<u64> = again.iter().flat_map(|r| r.chunks.clone()).collect();
+    let mut covered: Vec<u64> = again.iter().flat_map(|r| r.chunks.clone()).collect();
+    covered.sort_unstable();
     assert_eq!(
         covered,
         (0..8).collect::<Vec<_>>(),
@@ -499,4 +494,21 @@ fn nodes_choosing_among_equal_peers_spread_over_them() {
     // 64 nodes over 8 equal peers: every peer gets some, none gets a crowd.
     assert_eq!(picked.len(), 8, "{picked:?}");
     assert!(picked.values().all(|&k| k <= 20), "{picked:?}");
+}
+
+#[test]
+fn nodes_following_one_peer_ask_it_for_different_chunks_first() {
+    let now = Instant::now();
+    let firsts: std::collections::HashSet<u64> = (10..30u8)
+        .map(|n| {
+            let mut s = Scheduler::new(SchedConfig::default(), id(n), b"etag", Bitmap::empty(64));
+            (0..64).for_each(|i| s.set_verifiable(i));
+            s.set_hub_allowed(false);
+            s.update_peer(id(1), Bitmap::full(64), 2, Duration::from_micros(300));
+            let reqs = s.plan(now);
+            assert_eq!(reqs.len(), 4, "{reqs:?}");
+            reqs[0].chunks.start
+        })
+        .collect();
+    assert!(firsts.len() >= 8, "20 nodes start at {firsts:?}");
 }
