@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{chunk_count, chunk_range, StoreError, CHUNK_SIZE};
+use super::{chunk_count, chunk_range, ChunkBuf, StoreError, CHUNK_SIZE};
 use crate::etag::{Etag, EtagHasher};
 
 /// Version of the on-disk progress record; a record of another version is discarded.
@@ -234,11 +234,11 @@ impl PartialBlob {
         Ok(())
     }
 
-    /// Reads chunk `index` into a new buffer (only meaningful when the chunk is complete).
-    pub fn read_chunk(&self, index: u64) -> io::Result<Vec<u8>> {
+    /// Reads chunk `index` into a pooled buffer (only meaningful when the chunk is complete).
+    pub fn read_chunk(&self, index: u64) -> io::Result<ChunkBuf> {
         let r = chunk_range(self.size, index);
-        let mut buf = vec![0u8; (r.end - r.start) as usize];
-        self.file.read_exact_at(&mut buf, r.start)?;
+        let mut buf = ChunkBuf::take((r.end - r.start) as usize);
+        self.file.read_exact_at(buf.as_mut_slice(), r.start)?;
         Ok(buf)
     }
 
