@@ -143,14 +143,15 @@ impl ChunkSource for Misbehaving {
         &self,
         etag: &hfmesh::etag::Etag,
         index: u64,
-    ) -> std::io::Result<Option<Vec<u8>>> {
+    ) -> std::io::Result<Option<bytes::Bytes>> {
         std::thread::sleep(self.delay);
         let corrupt = self.corrupt;
-        Ok(self.store.read_chunk(etag, index)?.map(|mut d| {
+        Ok(self.store.read_chunk(etag, index)?.map(|chunk| {
+            let mut d = chunk.to_vec();
             if corrupt {
                 d[0] ^= 0xff;
             }
-            d
+            d.into()
         }))
     }
 }

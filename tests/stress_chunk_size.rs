@@ -49,9 +49,11 @@ impl ChunkSource for Blob {
     fn have(&self, _: &Etag) -> Option<Bitmap> {
         Some(Bitmap::full(chunk_count(self.0.len() as u64)))
     }
-    fn read_chunk(&self, _: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>> {
+    fn read_chunk(&self, _: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>> {
         let r = chunk_range(self.0.len() as u64, index);
-        Ok(Some(self.0[r.start as usize..r.end as usize].to_vec()))
+        Ok(Some(
+            self.0[r.start as usize..r.end as usize].to_vec().into(),
+        ))
     }
 }
 

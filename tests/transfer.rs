@@ -84,7 +84,7 @@ impl ChunkSource for MemSource {
         self.blobs.get(etag).map(|(_, b)| b.clone())
     }
 
-    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>> {
+    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.read_delay);
         let Some((bytes, bits)) = self.blobs.get(etag) else {
@@ -94,7 +94,9 @@ impl ChunkSource for MemSource {
             return Ok(None);
         }
         let r = chunk_range(bytes.len() as u64, index);
-        Ok(Some(bytes[r.start as usize..r.end as usize].to_vec()))
+        Ok(Some(
+            bytes[r.start as usize..r.end as usize].to_vec().into(),
+        ))
     }
 
     fn holdings(&self) -> Holdings {

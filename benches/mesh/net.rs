@@ -127,9 +127,9 @@ impl ChunkSource for Memory {
     fn have(&self, _: &Etag) -> Option<Bitmap> {
         None
     }
-    fn read_chunk(&self, _: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>> {
+    fn read_chunk(&self, _: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>> {
         let at = ((index % DISTINCT) * CHUNK_SIZE) as usize;
-        Ok(Some(self.0[at..at + CHUNK_SIZE as usize].to_vec()))
+        Ok(Some(self.0[at..at + CHUNK_SIZE as usize].to_vec().into()))
     }
 }
 

@@ -30,13 +30,14 @@ impl ChunkSource for CorruptChunks {
     fn have(&self, etag: &Etag) -> Option<Bitmap> {
         self.0.have(etag)
     }
-    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>> {
-        Ok(self.0.read_chunk(etag, index)?.map(|mut data| {
+    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>> {
+        Ok(self.0.read_chunk(etag, index)?.map(|chunk| {
+            let mut data = chunk.to_vec();
             let middle = data.len() / 2;
             if let Some(b) = data.get_mut(middle) {
                 *b ^= 0x5a;
             }
-            data
+            data.into()
         }))
     }
     fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<[u8; 32]>>> {

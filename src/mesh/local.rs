@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::cache::{fsutil, RepoCache};
@@ -21,7 +22,7 @@ use crate::discovery::ContentKey;
 use crate::etag::Etag;
 use crate::manifest::{ChunkHash, Manifest, SignedManifest};
 use crate::repo::{CommitId, RepoId, RepoKind};
-use crate::store::{chunk_count, chunk_range, Bitmap, PartialBlob};
+use crate::store::{chunk_count, chunk_range, Bitmap, ChunkBuf, PartialBlob};
 use crate::wire::{HeldBlob, HeldSnapshot, Holdings};
 
 /// How long a peer's question about a blob is remembered.
@@ -356,7 +357,7 @@ impl LocalStore {
     }
 
     /// Reads chunk `index` of `etag` if present here (blocking file I/O).
-    pub fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Vec<u8>>> {
+    pub fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Bytes>> {
         let source = match self.lock().blobs.get(etag) {
             None => return Ok(None),
             Some(Blob::Partial(p)) => {
@@ -373,12 +374,12 @@ impl LocalStore {
             }
         };
         match source {
-            Err(partial) => partial.read_chunk(index).map(Some),
+            Err(partial) => partial.read_chunk(index).map(|b| Some(b.freeze())),
             Ok((path, size)) => {
                 let r = chunk_range(size, index);
-                let mut buf = vec![0u8; (r.end - r.start) as usize];
-                fs::File::open(path)?.read_exact_at(&mut buf, r.start)?;
-                Ok(Some(buf))
+                let mut buf = ChunkBuf::take((r.end - r.start) as usize);
+                fs::File::open(path)?.read_exact_at(buf.as_mut_slice(), r.start)?;
+                Ok(Some(buf.freeze()))
             }
         }
     }
@@ -419,7 +420,7 @@ impl crate::transfer::ChunkSource for LocalStore {
         LocalStore::have(self, etag)
     }
 
-    fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Vec<u8>>> {
+    fn read_chunk(&self, etag: &Etag, index: u64) -> io::Result<Option<Bytes>> {
         LocalStore::read_chunk(self, etag, index)
     }
 
@@ -498,7 +499,7 @@ mod tests {
         std::fs::remove_dir_all(cache.join("models--acme--b")).unwrap();
         store.remove_manifest(RepoKind::Model, &b, &c('2')).unwrap();
         assert_eq!(
-            store.read_chunk(&shared, 0).unwrap().unwrap(),
+            &store.read_chunk(&shared, 0).unwrap().unwrap()[..],
             b"same bytes"
         );
         assert!(store.forget_snapshot(RepoKind::Model, &a, &c('3')));
@@ -540,7 +541,10 @@ mod tests {
         partial.write_at(0, &data).unwrap();
         let h = *blake3::hash(&data).as_bytes();
         partial.mark_complete_with_hash(0, h);
-        assert_eq!(store.read_chunk(&etag, 0).unwrap(), Some(data.clone()));
+        assert_eq!(
+            store.read_chunk(&etag, 0).unwrap().as_deref(),
+            Some(&data[..])
+        );
         assert_eq!(store.chunk_hashes(&etag), Some(vec![Some(h)]));
         // A stop saves the record of what arrived: reopened, the chunk is there.
         store.checkpoint_partials();
@@ -598,7 +602,10 @@ mod tests {
         // A restarted node serves it again.
         let again = LocalStore::open(&cache, &state).unwrap();
         assert_eq!(again.manifest(RepoKind::Model, &id, &commit), Some(signed));
-        assert_eq!(again.read_chunk(&etag, 0).unwrap(), Some(data));
+        assert_eq!(
+            again.read_chunk(&etag, 0).unwrap().as_deref(),
+            Some(&data[..])
+        );
         assert!(again.have(&etag).unwrap().is_full());
     }
 }

@@ -182,11 +182,16 @@ impl Peers for MemoryPeers {
                     message: e.to_string(),
                     peer_fault: false,
                 })?;
-                if let Some(mut data) = read {
-                    if node.corrupt && !data.is_empty() {
-                        data[0] ^= 0xff;
-                    }
-                    out.push((i, Bytes::from(data)));
+                if let Some(data) = read {
+                    let data = match node.corrupt && !data.is_empty() {
+                        true => {
+                            let mut bad = data.to_vec();
+                            bad[0] ^= 0xff;
+                            Bytes::from(bad)
+                        }
+                        false => data,
+                    };
+                    out.push((i, data));
                 }
             }
             Ok(out)

@@ -6,12 +6,15 @@
 
 /// Sets of chunk indices.
 pub mod bitmap;
+/// Chunk-sized buffers kept for reuse.
+pub mod buffers;
 /// A blob being downloaded, with its persisted record of complete chunks.
 pub mod partial;
 
 use std::ops::Range;
 
 pub use bitmap::Bitmap;
+pub use buffers::ChunkBuf;
 pub use partial::{hash_file, PartialBlob};
 
 /// Size of a chunk in bytes: the unit of resume and verification. The last chunk of a blob may be

@@ -1,11 +1,12 @@
 //! Frames over quinn streams: read a frame (header checked before anything is allocated, the
-//! body grown only as bytes arrive), read a chunk payload into one buffer of its exact length,
+//! body grown only as bytes arrive), read a chunk payload into one reused chunk buffer,
 //! write frames and payloads without copying.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::TransferError;
 use crate::node::NodeId;
+use crate::store::ChunkBuf;
 use crate::wire::{self, Message, HEADER_LEN};
 
 /// Reads the next frame; `Ok(None)` when the stream ended cleanly between frames. Returns the
@@ -44,20 +45,22 @@ pub(crate) async fn read_frame<M: Message>(
     Ok(Some((message, HEADER_LEN + header.len)))
 }
 
-/// Reads exactly `len` raw bytes (a chunk payload, `len` already checked against the limit).
+/// Reads exactly `len` raw bytes (a chunk payload, `len` already checked against the limit) into
+/// one reused chunk buffer (see [`ChunkBuf`]).
 pub(crate) async fn read_payload(
     recv: &mut quinn::RecvStream,
     peer: NodeId,
     len: usize,
 ) -> Result<Bytes, TransferError> {
-    let mut buf = BytesMut::with_capacity(len);
-    while buf.len() < len {
+    let mut buf = ChunkBuf::take(len);
+    let mut got = 0;
+    while got < len {
         match recv
-            .read_chunk(len - buf.len(), true)
+            .read(&mut buf.as_mut_slice()[got..])
             .await
             .map_err(|e| TransferError::read(peer, e))?
         {
-            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            Some(n) => got += n,
             None => return Err(truncated(peer)),
         }
     }

@@ -47,8 +47,9 @@ pub trait ChunkSource: Send + Sync + 'static {
     /// Which chunks of `etag` are present and verified; `None` when nothing of it is here.
     fn have(&self, etag: &Etag) -> Option<Bitmap>;
     /// Chunk `index` of `etag` (at most `CHUNK_SIZE` bytes), or `None` when it is not present.
-    /// Blocking.
-    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<Vec<u8>>>;
+    /// Blocking. `Bytes` so the chunk is handed to QUIC without a copy (and, when read into a
+    /// [`ChunkBuf`](crate::store::ChunkBuf), its buffer is reused once QUIC is done with it).
+    fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>>;
     /// The BLAKE3 hash of each chunk of `etag` this node vouches for (`None` per absent chunk);
     /// `None` when nothing of it is here.
     fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<[u8; 32]>>> {

@@ -207,7 +207,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| format!("the store task failed: {e}"))
 }
 
-type ChunkRead = JoinHandle<std::io::Result<Option<Vec<u8>>>>;
+type ChunkRead = JoinHandle<std::io::Result<Option<Bytes>>>;
 
 /// Streams chunks `first..first + count`, reading the next chunk from disk while the current one
 /// is being sent. Bytes are counted as they are written.
@@ -241,7 +241,7 @@ async fn send_chunks(
                 if let Some(limit) = shared.upload_limit.get() {
                     limit.acquire(bytes.len() as u64).await;
                 }
-                io::write_chunk(send, peer, index, Bytes::from(bytes)).await?
+                io::write_chunk(send, peer, index, bytes).await?
             }
             Ok(None) => io::write_frame(send, peer, &Response::Missing { index }).await?,
             Ok(Some(bytes)) => {
