@@ -31,7 +31,11 @@ fn nearest_peer_first_and_consecutive_chunks_grouped() {
     s.update_peer(id(1), Bitmap::full(8), 2, Duration::from_micros(100));
     s.update_peer(id(2), Bitmap::full(8), 0, Duration::from_millis(5));
     let reqs = s.plan(now);
-    assert_eq!(reqs[0].source, Source::Peer(id(2)), "same rack beats lower RTT");
+    assert_eq!(
+        reqs[0].source,
+        Source::Peer(id(2)),
+        "same rack beats lower RTT"
+    );
     assert_eq!(reqs[0].chunks.end - reqs[0].chunks.start, 4, "{reqs:?}");
     assert!(
         reqs.iter().all(|r| r.source != Source::Hub),
@@ -83,7 +87,11 @@ fn a_bad_chunk_bans_the_peer_and_its_work_goes_elsewhere() {
     s.update_peer(id(2), Bitmap::full(8), 2, Duration::ZERO);
     let first = s.plan(now);
     assert!(first.iter().all(|r| r.source == Source::Peer(id(1))));
-    s.failed(first[0].chunks.clone(), Source::Peer(id(1)), Fault::BadChunk);
+    s.failed(
+        first[0].chunks.clone(),
+        Source::Peer(id(1)),
+        Fault::BadChunk,
+    );
     assert!(s.is_banned(&id(1)));
     let again = s.plan(now);
     assert!(
