@@ -291,14 +291,14 @@ impl Scheduler {
 
     /// Whether this node owns `stripe` (cached until the pullers change).
     fn owns(&mut self, stripe: u64) -> bool {
-        let k = self.cfg.stripe_chunks.max(1);
         if self.owners.is_empty() {
-            self.owners = vec![None; self.local.len().div_ceil(k) as usize];
+            let stripes = self.local.len().div_ceil(self.stripe_len());
+            self.owners = vec![None; stripes as usize];
         }
         let owner = match self.owners[stripe as usize] {
             Some(o) => o,
             None => {
-                let o = self.stripe_owner(stripe * k);
+                let o = self.stripe_owner(stripe * self.stripe_len());
                 self.owners[stripe as usize] = Some(o);
                 o
             }
@@ -308,19 +308,23 @@ impl Scheduler {
 
     /// The owner of `chunk`'s stripe: the puller with the highest rendezvous score.
     pub fn stripe_owner(&self, chunk: u64) -> NodeId {
-        let stripe = chunk / self.cfg.stripe_chunks.max(1);
+        let stripe = chunk / self.stripe_len();
         *self
             .pullers
             .iter()
-            .max_by_key(|id| {
-                let mut h = blake3::Hasher::new();
-                h.update(&self.key)
-                    .update(&id.0)
-                    .update(&stripe.to_le_bytes());
-                let b = h.finalize();
-                u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"))
-            })
+            .max_by_key(|id| score(&[&self.key, &id.0, &stripe.to_le_bytes()]))
             .expect("pullers is never empty")
+    }
+
+    /// Chunks per stripe (at least one).
+    fn stripe_len(&self) -> u64 {
+        self.cfg.stripe_chunks.max(1)
+    }
+
+    /// The chunks of `stripe`.
+    fn stripe_range(&self, stripe: u64) -> Range<u64> {
+        let k = self.stripe_len();
+        stripe * k..((stripe + 1) * k).min(self.local.len())
     }
 
     /// A chunk arrived and was verified and written.
@@ -420,7 +424,7 @@ impl Scheduler {
     pub fn plan(&mut self, now: Instant) -> Vec<Request> {
         let mut out = Vec::new();
         let n = self.local.len();
-        let stripe_chunks = self.cfg.stripe_chunks.max(1);
+        let stripe_chunks = self.stripe_len();
         // Each node scans from its own stripe onwards and wraps around, so that nodes following
         // the same peers ask them for different chunks first, then trade those among themselves.
         let start = (self.scan_from % n.div_ceil(stripe_chunks).max(1)) * stripe_chunks;
@@ -449,7 +453,6 @@ impl Scheduler {
         still_waiting: &mut Vec<u64>,
         out: &mut Vec<Request>,
     ) -> u64 {
-        let stripe_chunks = self.cfg.stripe_chunks.max(1);
         if self.local.get(c) || self.inflight.contains_key(&c) {
             return c + 1;
         }
@@ -466,7 +469,7 @@ impl Scheduler {
         if !self.hub_allowed || self.hub_inflight >= self.cfg.hub_requests {
             return c + 1;
         }
-        let stripe = c / stripe_chunks;
+        let stripe = c / self.stripe_len();
         if still_waiting.last() == Some(&stripe) {
             // Another chunk of a stripe this plan already found waiting.
             return c + 1;
@@ -490,7 +493,7 @@ impl Scheduler {
             still_waiting.push(stripe);
             return c + 1;
         }
-        let stripe_end = ((stripe + 1) * stripe_chunks).min(to);
+        let stripe_end = self.stripe_range(stripe).end.min(to);
         let end = self.run_end(c, stripe_end - c, |s, i| !s.any_peer_holds(i));
         self.start(c..end, Source::Hub, now, out);
         end
@@ -500,8 +503,7 @@ impl Scheduler {
     /// already fetching it from the Hub (it owned the stripe before this node joined, say), so
     /// it is left to them for as long as it makes progress.
     fn under_way_elsewhere(&self, stripe: u64) -> bool {
-        let k = self.cfg.stripe_chunks.max(1);
-        let chunks = stripe * k..((stripe + 1) * k).min(self.local.len());
+        let chunks = self.stripe_range(stripe);
         chunks.clone().all(|i| !self.local.get(i))
             && chunks.into_iter().any(|i| self.holders[i as usize] > 0)
     }
@@ -513,8 +515,7 @@ impl Scheduler {
 
     /// Chunks of `stripe` that are here or that a peer can serve.
     fn stripe_held(&self, stripe: u64) -> u64 {
-        let k = self.cfg.stripe_chunks.max(1);
-        (stripe * k..((stripe + 1) * k).min(self.local.len()))
+        self.stripe_range(stripe)
             .filter(|&i| self.local.get(i) || self.any_peer_holds(i))
             .count() as u64
     }
@@ -644,11 +645,16 @@ const RTT_BUCKET: Duration = Duration::from_micros(250);
 
 /// `me`'s rank of `peer` among equals: nodes rank the same peers differently.
 fn rank(me: &NodeId, peer: &NodeId) -> u64 {
-    let h = blake3::Hasher::new()
-        .update(&me.0)
-        .update(&peer.0)
-        .finalize();
-    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+    score(&[&me.0, &peer.0])
+}
+
+/// A 64-bit score from the BLAKE3 hash of `parts` (rendezvous hashing and rankings).
+fn score(parts: &[&[u8]]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    parts.iter().for_each(|p| {
+        h.update(p);
+    });
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// Adds to `holders` the chunks `new` holds and `old` does not, and takes away the reverse.

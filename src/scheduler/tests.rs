@@ -16,6 +16,22 @@ fn sched(chunks: u64) -> Scheduler {
     s
 }
 
+/// Of two pullers `id(1)` and `id(2)` of a blob of `chunks` chunks, a scheduler for the one that
+/// does not own stripe 0, told only the owner pulls with it; and the owner.
+fn non_owner_of_stripe_0(cfg: &SchedConfig, chunks: u64) -> (Scheduler, NodeId) {
+    let (a, b) = (id(1), id(2));
+    let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(chunks));
+    probe.set_pullers(vec![a, b], true);
+    let (owner, other) = if probe.stripe_owner(0) == a {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut s = Scheduler::new(cfg.clone(), other, b"etag", Bitmap::empty(chunks));
+    s.set_pullers(vec![owner], true);
+    (s, owner)
+}
+
 fn complete_all(s: &mut Scheduler, reqs: &[Request]) {
     for r in reqs {
         for c in r.chunks.clone() {
@@ -188,16 +204,7 @@ fn a_non_owner_waits_for_the_owner_then_takes_over_after_the_grace() {
         ..SchedConfig::default()
     };
     let grace = cfg.origin_grace;
-    let (a, b) = (id(1), id(2));
-    let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(64));
-    probe.set_pullers(vec![a, b], true);
-    let (owner, other) = if probe.stripe_owner(0) == a {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let mut s = Scheduler::new(cfg, other, b"etag", Bitmap::empty(64));
-    s.set_pullers(vec![owner], true);
+    let (mut s, owner) = non_owner_of_stripe_0(&cfg, 64);
     assert!(
         s.plan(t0).is_empty(),
         "the owner fetches this stripe from the Hub; we wait"
@@ -349,17 +356,8 @@ fn a_slow_owner_that_keeps_making_progress_is_never_duplicated() {
         ..SchedConfig::default()
     };
     let grace = cfg.origin_grace;
-    let (a, b) = (id(1), id(2));
-    let mut probe = Scheduler::new(cfg.clone(), a, b"etag", Bitmap::empty(8));
-    probe.set_pullers(vec![a, b], true);
-    let (owner, other) = if probe.stripe_owner(0) == a {
-        (a, b)
-    } else {
-        (b, a)
-    };
-    let mut s = Scheduler::new(cfg, other, b"etag", Bitmap::empty(8));
+    let (mut s, owner) = non_owner_of_stripe_0(&cfg, 8);
     (0..8).for_each(|c| s.set_verifiable(c));
-    s.set_pullers(vec![owner], true);
     assert!(s.plan(t0).is_empty(), "the owner's stripe: wait");
     // The owner draws one chunk from a slow Hub every grace minus a second: the whole stripe
     // takes far longer than the grace, yet every step restarts the wait.
