@@ -54,7 +54,7 @@ const MAX_DOWN_TIME: Duration = Duration::from_secs(30);
 /// answer: one slow answer must not move stripe ownership (and start duplicate Hub fetches).
 const PULLER_MEMORY: Duration = Duration::from_secs(10);
 /// Longest a blob's first Hub request waits for the set of pullers to settle, in gather windows.
-const MAX_GATHER_WINDOWS: u32 = 16;
+pub(crate) const MAX_GATHER_WINDOWS: u32 = 16;
 
 /// Tuning of mesh pulls.
 #[derive(Debug, Clone)]
@@ -516,6 +516,22 @@ struct Answer {
     have: Option<Option<BlobHave>>,
 }
 
+/// Whether a blob's first Hub request may go because its co-pullers have settled: a whole
+/// refresh, begun (at `refreshed`) after the gather window from `started` and after the
+/// co-pullers last `changed`, changed nothing. Nodes starting together then agree on who owns
+/// which stripe. Shared with the scale model, which keeps its clock in seconds.
+pub(crate) fn pullers_settled<T, D>(started: T, gather: D, refreshed: Option<T>, changed: T) -> bool
+where
+    T: Copy + PartialOrd + std::ops::Add<D, Output = T>,
+{
+    refreshed.is_some_and(|t| t >= started + gather && t > changed)
+}
+
+/// When a blob's first Hub request goes even if its co-pullers never settle.
+pub(crate) fn gather_deadline(started: Instant, gather: Duration) -> Instant {
+    started + gather * MAX_GATHER_WINDOWS
+}
+
 /// What woke the fetch loop.
 enum Event {
     Outcome(Option<Outcome>),
@@ -609,13 +625,9 @@ impl BlobFetch<'_> {
                 skip.extend(down.downs(now));
                 lookup = Some(self.lookup(key.clone(), skip));
             }
-            // The first Hub request waits for the pullers to settle: a whole refresh, begun
-            // after the gather window and after the last change of the pullers, that changed
-            // nothing. Nodes starting together then agree on who owns which stripe.
-            let settled =
-                refreshed.is_some_and(|t| t >= started + m.cfg.gather && t > pullers.changed);
-            let give_up = started + m.cfg.gather * MAX_GATHER_WINDOWS;
-            hub_opened |= settled || now >= give_up;
+            let give_up = gather_deadline(started, m.cfg.gather);
+            hub_opened |= pullers_settled(started, m.cfg.gather, refreshed, pullers.changed)
+                || now >= give_up;
             sched.set_hub_allowed(hub_opened);
             for (chunk, source) in sched.expire_stalled(now) {
                 tracing::debug!(file = %self.file.path, chunk, ?source, "request stalled");

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 pub use params::{Arrival, ScaleComparison, ScaleParams, ScaleReport};
 
+use crate::mesh::pull::{pullers_settled, MAX_GATHER_WINDOWS};
 use crate::node::{NodeId, NodeKey, Topology};
 use crate::scheduler::{proximity, Fault, Request, Scheduler, Source};
 use crate::store::Bitmap;
@@ -307,19 +308,19 @@ impl<'a> Sim<'a> {
                 }
                 // It counts as a puller when the others ask it, i.e. the DHT keeps its record.
                 let counted = self.providers[b].contains(&i);
-                // The Hub opens once a refresh begun after the gather window and after the last
-                // change of the pullers changed nothing, or after 16 windows (as in the mesh).
+                // The Hub opens by the mesh's own rule; this refresh, begun and ended now, is the
+                // last whole one.
                 let h = &mut self.hosts[i];
                 pullers.sort();
-                let changed = pullers != h.last_pullers[b];
-                let settled = !changed
-                    && self.t >= h.begun_at[b] + self.p.gather_secs
-                    && self.t > h.pullers_changed[b];
-                if changed {
+                if pullers != h.last_pullers[b] {
                     h.last_pullers[b].clone_from(&pullers);
                     h.pullers_changed[b] = self.t;
                 }
-                if settled || self.t >= h.begun_at[b] + 16.0 * self.p.gather_secs {
+                let (begun, gather) = (h.begun_at[b], self.p.gather_secs);
+                let deadline = begun + f64::from(MAX_GATHER_WINDOWS) * gather;
+                if pullers_settled(begun, gather, Some(self.t), h.pullers_changed[b])
+                    || self.t >= deadline
+                {
                     h.scheds[b].set_hub_allowed(true);
                 }
                 h.scheds[b].set_pullers(pullers, counted);
@@ -391,6 +392,8 @@ impl<'a> Sim<'a> {
         }
         let link = self.p.link_bytes_per_sec;
         let mut finished = Vec::new();
+        // Hosts that finished a blob in this step.
+        let mut blob_done = Vec::new();
         for (k, f) in self.flows.iter_mut().enumerate() {
             let mut rate = link / f64::from(down[f.dst]);
             match f.src_host {
@@ -406,6 +409,9 @@ impl<'a> Sim<'a> {
                     let host = &mut self.hosts[f.dst];
                     host.scheds[f.blob].completed(f.next, f.source);
                     host.versions[f.blob] += 1;
+                    if host.scheds[f.blob].is_done() {
+                        blob_done.push(f.dst);
+                    }
                     host.wake_at = self.t;
                     match f.src_host {
                         Some(s) => self.hosts[s].served += size,
@@ -425,14 +431,11 @@ impl<'a> Sim<'a> {
         for k in finished.into_iter().rev() {
             self.flows.swap_remove(k);
         }
-        // Hosts that finished a blob begin their next ones.
-        let done: Vec<usize> = (0..n)
-            .filter(|&i| {
-                let h = &self.hosts[i];
-                h.started && h.ready_at.is_none() && h.scheds[..h.begun].iter().any(|s| s.is_done())
-            })
-            .collect();
-        for i in done {
+        // Hosts that finished a blob begin their next ones, in host order (which fixes the
+        // order of their provider records).
+        blob_done.sort_unstable();
+        blob_done.dedup();
+        for i in blob_done {
             self.begin_blobs(i);
         }
         let t = self.t + dt;
