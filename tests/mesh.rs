@@ -1,5 +1,6 @@
 //! The mesh pull with in-process nodes (memory directory and memory peers): what comes from peers
-//! and what from the Hub, a lying peer, a holder that dies, and many nodes cold-starting at once.
+//! and what from the Hub, a lying peer, a busy holder, a holder that dies, and many nodes
+//! cold-starting at once.
 //! The same scenarios over real QUIC and libp2p are in `tests/cluster.rs`.
 
 mod common;
@@ -144,6 +145,35 @@ async fn a_peer_serving_corrupt_chunks_is_caught_and_avoided() {
     );
     assert_eq!(r.bytes_from_hub, 0);
     same_model_as(&honest, &r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_is_busy_is_asked_again_later_not_bypassed_or_banned() {
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let holder = net.node(&hub, 1, "r1");
+    holder.pull(&medium(), silent()).await.unwrap();
+    hub.reset_stats();
+    // Far more refusals than the strikes that would ban a failing peer.
+    net.peers.busy_for(&holder.me.id, 12);
+    let puller = net.node(&hub, 2, "r1");
+    let r = puller.pull(&medium(), silent()).await.unwrap();
+    assert_eq!(
+        net.peers.busy_left(&holder.me.id),
+        0,
+        "every refusal was met"
+    );
+    assert_eq!(
+        r.bytes_from_peers, MEDIUM_SIZE,
+        "all of it from the busy holder"
+    );
+    assert_eq!(r.bytes_from_hub, 0);
+    assert_eq!(
+        hub.stats().bytes_served,
+        0,
+        "the Hub was never asked for file bytes"
+    );
+    same_model_as(&holder, &r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -326,6 +326,41 @@ async fn a_stopping_node_finishes_the_uploads_it_started() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_beyond_the_upload_slots_is_refused_as_busy_and_the_slot_frees() {
+    let mut source = MemSource {
+        read_delay: Duration::from_millis(150),
+        ..MemSource::default()
+    };
+    let blob = content(4, 4 * CHUNK_SIZE as usize);
+    source.blob(etag(4), blob.clone(), None);
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    server.set_upload_slots(1);
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    let e = etag(4);
+    // The first request holds the only slot from its first chunk to its last (~600 ms).
+    let first_chunk = Arc::new(tokio::sync::Notify::new());
+    let signal = first_chunk.clone();
+    let first = within(conn.chunks(&e, 0, 4, move |_, _| signal.notify_one()));
+    let second = async {
+        first_chunk.notified().await;
+        within(conn.chunks(&e, 0, 1, |_, _| {})).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(
+        first.unwrap().is_empty(),
+        "the first request got everything"
+    );
+    let err = second.expect_err("a second request while the only slot is taken");
+    assert!(err.is_busy(), "{err}");
+    assert!(!err.is_peer_fault() && err.is_retryable(), "{err}");
+    // The slot is free again once the first request is delivered.
+    assert!(fetch_and_check(&conn, &e, &blob, 2, 2).await.is_empty());
+    within(client.shutdown()).await;
+    within(server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dialling_the_wrong_node_id_fails() {
     let server = start(NodeKey::generate(), cluster(), Arc::default()).await;
     let client = start(NodeKey::generate(), cluster(), Arc::default()).await;

@@ -24,6 +24,21 @@ pub struct PeerError {
     pub message: String,
     /// Whether the peer broke the protocol (as opposed to a network failure).
     pub peer_fault: bool,
+    /// Whether the peer refused because all its upload slots are taken (ask another, or it
+    /// again a little later).
+    pub busy: bool,
+}
+
+impl PeerError {
+    /// A failure that is nobody's fault (the peer is unreachable, the connection dropped).
+    pub fn lost(peer: NodeId, message: impl Into<String>) -> PeerError {
+        PeerError {
+            peer,
+            message: message.into(),
+            peer_fault: false,
+            busy: false,
+        }
+    }
 }
 
 /// What one node holds of a blob: which chunks, and the hash it vouches for each.
@@ -79,6 +94,8 @@ struct MemoryNode {
     corrupt: bool,
     /// Chunk requests answered before the node vanishes (`None`: never).
     dies_after: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// Chunk requests still to be refused as "busy".
+    busy_for: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl MemoryPeers {
@@ -95,6 +112,7 @@ impl MemoryPeers {
                 store,
                 corrupt: false,
                 dies_after: None,
+                busy_for: Arc::default(),
             },
         );
     }
@@ -118,16 +136,27 @@ impl MemoryPeers {
         }
     }
 
+    /// Makes `id` refuse its next `requests` chunk requests as busy.
+    pub fn busy_for(&self, id: &NodeId, requests: i64) {
+        if let Some(n) = self.lock().get_mut(id) {
+            n.busy_for
+                .store(requests, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// How many more chunk requests `id` will refuse as busy.
+    pub fn busy_left(&self, id: &NodeId) -> i64 {
+        let left = self.lock().get(id).map(|n| n.busy_for.clone());
+        left.map_or(0, |b| b.load(std::sync::atomic::Ordering::SeqCst).max(0))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, MemoryNode>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn node(&self, peer: &NodeInfo) -> Result<MemoryNode, PeerError> {
-        self.lock().get(&peer.id).cloned().ok_or(PeerError {
-            peer: peer.id,
-            message: "unreachable".into(),
-            peer_fault: false,
-        })
+        let node = self.lock().get(&peer.id).cloned();
+        node.ok_or_else(|| PeerError::lost(peer.id, "unreachable"))
     }
 }
 
@@ -166,22 +195,27 @@ impl Peers for MemoryPeers {
         if let Some(left) = &node.dies_after {
             if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
                 self.remove(&peer.id);
-                return Err(PeerError {
-                    peer: peer.id,
-                    message: "connection lost".into(),
-                    peer_fault: false,
-                });
+                return Err(PeerError::lost(peer.id, "connection lost"));
             }
+        }
+        if node
+            .busy_for
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
+            return Err(PeerError {
+                busy: true,
+                ..PeerError::lost(peer.id, "busy: every upload slot is taken")
+            });
         }
         let (etag, id) = (etag.clone(), peer.id);
         let chunks = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for i in first..first + u64::from(count) {
-                let read = node.store.read_chunk(&etag, i).map_err(|e| PeerError {
-                    peer: id,
-                    message: e.to_string(),
-                    peer_fault: false,
-                })?;
+                let read = node
+                    .store
+                    .read_chunk(&etag, i)
+                    .map_err(|e| PeerError::lost(id, e.to_string()))?;
                 if let Some(data) = read {
                     let data = match node.corrupt && !data.is_empty() {
                         true => {
@@ -197,11 +231,7 @@ impl Peers for MemoryPeers {
             Ok(out)
         })
         .await
-        .map_err(|e| PeerError {
-            peer: id,
-            message: e.to_string(),
-            peer_fault: false,
-        })??;
+        .map_err(|e| PeerError::lost(id, e.to_string()))??;
         for (i, data) in chunks {
             on_chunk(i, data);
         }
@@ -217,6 +247,7 @@ fn transfer_error(peer: &NodeInfo, e: crate::transfer::TransferError) -> PeerErr
     PeerError {
         peer: peer.id,
         peer_fault: e.is_peer_fault(),
+        busy: e.is_busy(),
         message: e.to_string(),
     }
 }

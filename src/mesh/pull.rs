@@ -900,6 +900,7 @@ impl BlobFetch<'_> {
                     // did send was bad).
                     let fault = match (&got, fault) {
                         (Err(_), Some(Fault::BadChunk)) => Some(Fault::BadChunk),
+                        (Err(e), _) if e.busy => Some(Fault::Busy),
                         (Err(_), _) => Some(Fault::Failed),
                         (Ok(()), f) => f,
                     };

@@ -25,6 +25,9 @@ pub struct ScaleArgs {
     /// Provider records the DHT keeps per key (overrides the scenario).
     #[arg(long)]
     pub providers_per_key: Option<usize>,
+    /// Chunk requests a host serves at once, 0 for no limit (overrides the scenario).
+    #[arg(long)]
+    pub upload_slots: Option<usize>,
     /// Print the three reports as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +54,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     }
     if let Some(k) = args.providers_per_key {
         p.providers_per_key = k;
+    }
+    if let Some(n) = args.upload_slots {
+        p.upload_slots = n;
     }
     p.validate().map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();

@@ -5,6 +5,8 @@
 //! - **Real:** every host runs the mesh's own [`Scheduler`] per blob, fed the way the mesh driver
 //!   feeds it (`update_peer` with each provider's bitmap every refresh, `set_pullers` with the
 //!   providers still pulling, `plan`, `completed`, `failed`, `expire_stalled`), on a virtual clock.
+//!   A host serves at most `upload_slots` requests at once and refuses more as busy, as the
+//!   transfer server does.
 //! - **Modelled:** the DHT's provider records, as libp2p Kademlia's record store keeps them: each
 //!   key keeps the first `providers_per_key` providers that announced it (libp2p's default is 20),
 //!   and a lookup answers at most `max_providers` of them. Links are fluid: every flow gets the
@@ -332,6 +334,17 @@ impl<'a> Sim<'a> {
 
     fn plan_requests(&mut self) {
         let now = self.now();
+        // Requests each host is serving: a request beyond its upload slots is refused as busy.
+        let mut uploads = vec![0usize; self.hosts.len()];
+        for f in &self.flows {
+            if let Some(s) = f.src_host {
+                uploads[s] += 1;
+            }
+        }
+        let slots = match self.p.upload_slots {
+            0 => usize::MAX,
+            n => n,
+        };
         for i in 0..self.hosts.len() {
             let h = &self.hosts[i];
             if !h.started || !h.alive || h.ready_at.is_some() || h.wake_at > self.t {
@@ -360,6 +373,13 @@ impl<'a> Sim<'a> {
                             None
                         }
                     };
+                    if let Some(s) = src_host {
+                        if uploads[s] >= slots {
+                            sched.failed(chunks, source, Fault::Busy);
+                            continue;
+                        }
+                        uploads[s] += 1;
+                    }
                     self.flows.push(Flow {
                         dst: i,
                         blob: b,

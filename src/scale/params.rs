@@ -75,6 +75,9 @@ pub struct ScaleParams {
     pub max_blobs: usize,
     /// Seconds between two refreshes of a host's view of its providers (`MeshConfig::refresh`).
     pub refresh_secs: f64,
+    /// Chunk requests a host serves at once; more are refused as busy
+    /// (`transfer::config::UPLOAD_SLOTS`; 0: no limit).
+    pub upload_slots: usize,
     /// Time step, seconds.
     pub tick_secs: f64,
     /// Sampling interval of the Hub timeline, seconds.
@@ -107,6 +110,7 @@ impl Default for ScaleParams {
             max_blobs: 4,
             gather_secs: 0.5,
             refresh_secs: 0.25,
+            upload_slots: crate::transfer::config::UPLOAD_SLOTS,
             tick_secs: 0.05,
             sample_secs: 1.0,
             time_limit_secs: 7200.0,
@@ -234,15 +238,16 @@ impl ScaleParams {
     }
 
     /// The scheduler's tuning for the simulated chunk size. Its timeouts are for 4 MiB chunks:
-    /// a request may take `stall_timeout` and a stripe may go `origin_grace` without a chunk
-    /// arriving. With chunks `k` times larger each step moves `k` times the bytes, so both are
-    /// stretched `k` times; otherwise a loaded peer's requests would count as stalled (and the
+    /// a request may take `stall_timeout`, a stripe may go `origin_grace` without a chunk
+    /// arriving and a busy peer is left alone for `busy_backoff`. With chunks `k` times larger
+    /// each request moves `k` times the bytes, so all three are stretched `k` times; otherwise a loaded peer's requests would count as stalled (and the
     /// peer be banned) only because the model's chunks are coarse.
     pub fn sched_config(&self) -> SchedConfig {
         let k = (self.chunk_bytes as f64 / crate::store::CHUNK_SIZE as f64).max(1.0);
         SchedConfig {
             stall_timeout: self.sched.stall_timeout.mul_f64(k),
             origin_grace: self.sched.origin_grace.mul_f64(k),
+            busy_backoff: self.sched.busy_backoff.mul_f64(k),
             ..self.sched.clone()
         }
     }
@@ -362,7 +367,7 @@ impl ScaleComparison {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Scale model: {} hosts ({} zones × {} racks), {:.1} GB model in {} files, links {:.1} Gb/s, Hub {:.1} Gb/s, arrival {:?}, providers kept per key {}{}\n",
+            "Scale model: {} hosts ({} zones × {} racks), {:.1} GB model in {} files, links {:.1} Gb/s, Hub {:.1} Gb/s, arrival {:?}, providers kept per key {}, upload slots {}{}\n",
             p.hosts,
             p.zones,
             p.racks_per_zone,
@@ -379,6 +384,10 @@ impl ScaleComparison {
                 other => format!("{other:?}"),
             },
             p.providers_per_key,
+            match p.upload_slots {
+                0 => "unlimited".to_string(),
+                n => n.to_string(),
+            },
             p.failure
                 .as_ref()
                 .map(|f| format!(", rack {} dies at {:.0} s", f.rack, f.at_secs))

@@ -141,3 +141,42 @@ fn a_real_run_scenario_becomes_the_same_model() {
     };
     assert!(bad.validate().unwrap_err().contains("1 times for 2 hosts"));
 }
+
+#[test]
+fn upload_slots_spread_the_serving_over_many_hosts() {
+    // 64 hosts on links ten times the Hub: without a cap, the host that takes a chunk from the
+    // Hub first serves it to everyone at once and carries a large share of all bytes.
+    let p = ScaleParams {
+        hosts: 64,
+        racks_per_zone: 4,
+        model_bytes: 800 << 20,
+        files: 4,
+        ..small()
+    };
+    let capped = run(&p, true);
+    let unlimited = run(
+        &ScaleParams {
+            upload_slots: 0,
+            ..p.clone()
+        },
+        true,
+    );
+    for r in [&capped, &unlimited] {
+        assert_eq!(r.ready, 64, "{r:?}");
+        assert!(r.hub_egress_ratio() <= 1.05, "{}", r.hub_egress_ratio());
+    }
+    assert!(
+        capped.served_max * 2.0 < unlimited.served_max,
+        "most served by one host: {} with slots, {} without",
+        capped.served_max,
+        unlimited.served_max
+    );
+    let (with, without) = (
+        capped.all_ready_secs().unwrap(),
+        unlimited.all_ready_secs().unwrap(),
+    );
+    assert!(
+        with < without,
+        "all ready after {with} s with slots, {without} s without"
+    );
+}

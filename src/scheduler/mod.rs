@@ -22,7 +22,11 @@
 //!
 //! A peer that sends a chunk that fails verification is banned for this blob and everything it
 //! owed is asked of others; a request that stalls past `stall_timeout` is given up (a strike) and
-//! re-asked elsewhere; a peer with `max_strikes` strikes is banned.
+//! re-asked elsewhere; a peer with `max_strikes` strikes is banned. A peer that refuses a request
+//! because all its upload slots are taken ([`Fault::Busy`]) is no fault of anyone's: it is left
+//! alone for `busy_backoff` and its chunks go to other holders meanwhile (or wait for it, never
+//! to the Hub), so a chunk only one node holds spreads from the few it serves at full speed
+//! instead of reaching everyone at once at a crawl.
 
 #[cfg(test)]
 mod tests;
@@ -52,11 +56,13 @@ pub struct SchedConfig {
     pub stall_timeout: Duration,
     /// Strikes (stalls, failed requests) before a peer is banned.
     pub max_strikes: u32,
+    /// How long a peer that answered "busy" is not asked again.
+    pub busy_backoff: Duration,
 }
 
 impl Default for SchedConfig {
     /// 4 chunks (16 MiB) per peer request, 4 in flight per peer, 2 Hub requests, 4-chunk stripes,
-    /// 20 s origin grace, 10 s stall timeout, 3 strikes.
+    /// 20 s origin grace, 10 s stall timeout, 3 strikes, 50 ms busy backoff.
     fn default() -> Self {
         SchedConfig {
             chunks_per_request: 4,
@@ -66,6 +72,7 @@ impl Default for SchedConfig {
             origin_grace: Duration::from_secs(20),
             stall_timeout: Duration::from_secs(10),
             max_strikes: 3,
+            busy_backoff: Duration::from_millis(50),
         }
     }
 }
@@ -97,6 +104,9 @@ pub enum Fault {
     Missing,
     /// The connection or request failed, or stalled: a strike.
     Failed,
+    /// The peer refused the request: all its upload slots are taken. No strike; it is left
+    /// alone for `busy_backoff`.
+    Busy,
 }
 
 /// How near a peer is, from the topology labels: lower is nearer.
@@ -121,6 +131,8 @@ struct PeerView {
     inflight: usize,
     strikes: u32,
     banned: bool,
+    /// Not asked before this moment: it answered "busy".
+    busy_until: Option<Instant>,
 }
 
 /// A stripe whose chunks we wait for at its owner.
@@ -166,6 +178,8 @@ pub struct Scheduler {
     waiting: BTreeMap<u64, StripeWait>,
     /// This node's own starting stripe for its scans (a hash of its id and the blob).
     scan_from: u64,
+    /// The `now` of the latest plan: the clock of events that come without one.
+    last_now: Option<Instant>,
 }
 
 impl Scheduler {
@@ -190,6 +204,7 @@ impl Scheduler {
             hub_inflight: 0,
             waiting: BTreeMap::new(),
             scan_from: rank(&me, &NodeId(*blake3::hash(key).as_bytes())),
+            last_now: None,
         }
     }
 
@@ -227,6 +242,7 @@ impl Scheduler {
             inflight: 0,
             strikes: 0,
             banned: false,
+            busy_until: None,
         });
         if !view.banned {
             count_changes(&mut self.holders, &view.have, &have);
@@ -375,6 +391,8 @@ impl Scheduler {
                         p.strikes += 1;
                         p.banned |= p.strikes >= max;
                     }
+                    // Counted from the latest plan (the request went out at or after it).
+                    Fault::Busy => p.busy_until = self.last_now.map(|t| t + self.cfg.busy_backoff),
                     Fault::Missing => {}
                 }
                 if p.banned && !was_banned {
@@ -408,8 +426,8 @@ impl Scheduler {
         stalled
     }
 
-    /// The earliest moment something may change without an event: a stall to expire or an
-    /// origin grace to run out.
+    /// The earliest moment something may change without an event: a stall to expire, an
+    /// origin grace to run out or a busy peer's backoff to end.
     pub fn next_deadline(&self) -> Option<Instant> {
         let stall = self
             .inflight
@@ -417,11 +435,18 @@ impl Scheduler {
             .filter(|f| matches!(f.source, Source::Peer(_)))
             .map(|f| f.since + self.cfg.stall_timeout);
         let grace = self.waiting.values().map(|w| w.since + self.grace(w));
-        stall.chain(grace).min()
+        let busy = self.peers.values().filter_map(|p| p.busy_until);
+        stall.chain(grace).chain(busy).min()
     }
 
     /// Decides the next requests and records them as in flight.
     pub fn plan(&mut self, now: Instant) -> Vec<Request> {
+        self.last_now = Some(now);
+        for p in self.peers.values_mut() {
+            if p.busy_until.is_some_and(|t| t <= now) {
+                p.busy_until = None;
+            }
+        }
         let mut out = Vec::new();
         let n = self.local.len();
         let stripe_chunks = self.stripe_len();
@@ -577,7 +602,10 @@ impl Scheduler {
         self.peers
             .iter()
             .filter(|(_, p)| {
-                p.inflight < self.cfg.requests_per_peer && !p.banned && p.have.get(chunk)
+                p.inflight < self.cfg.requests_per_peer
+                    && !p.banned
+                    && p.busy_until.is_none()
+                    && p.have.get(chunk)
             })
             .min_by_key(|(id, p)| {
                 // RTTs within one bucket are equal: measurement noise must not herd everyone

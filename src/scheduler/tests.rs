@@ -155,6 +155,52 @@ fn stalled_requests_are_reasked_and_repeat_stallers_banned() {
 }
 
 #[test]
+fn a_busy_peer_is_left_alone_for_its_backoff_without_a_strike() {
+    let t0 = Instant::now();
+    let backoff = SchedConfig::default().busy_backoff;
+    let mut s = sched(4);
+    // Only peer 1 holds chunks 0..2; peers 1 and 2 hold 2..4 (peer 1 nearer).
+    let mut first_half = Bitmap::empty(4);
+    (0..2).for_each(|c| first_half.set(c));
+    let mut second_half = Bitmap::empty(4);
+    (2..4).for_each(|c| second_half.set(c));
+    s.update_peer(id(1), Bitmap::full(4), 0, Duration::ZERO);
+    s.update_peer(id(2), second_half, 1, Duration::ZERO);
+    let r = s.plan(t0);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].source, r[0].chunks.clone()),
+        (Source::Peer(id(1)), 0..4)
+    );
+    // Refused more often than a failing peer may fail: still no strike, no ban.
+    for _ in 0..SchedConfig::default().max_strikes + 1 {
+        s.failed(r[0].chunks.clone(), r[0].source, Fault::Busy);
+    }
+    assert!(!s.is_banned(&id(1)));
+    // Meanwhile its chunks go to the other holder, and what only it holds waits for it: never the
+    // Hub (which is allowed), and not before the backoff.
+    let r = s.plan(t0);
+    assert_eq!(
+        r,
+        vec![Request {
+            source: Source::Peer(id(2)),
+            chunks: 2..4
+        }]
+    );
+    assert!(s.plan(t0 + backoff / 2).is_empty());
+    assert_eq!(s.next_deadline(), Some(t0 + backoff));
+    let r = s.plan(t0 + backoff);
+    assert_eq!(
+        r,
+        vec![Request {
+            source: Source::Peer(id(1)),
+            chunks: 0..2
+        }]
+    );
+    s.assert_holders_counted();
+}
+
+#[test]
 fn pullers_split_the_hub_and_each_stripe_has_exactly_one_owner() {
     let now = Instant::now();
     let nodes: Vec<NodeId> = (0..4).map(id).collect();
@@ -254,7 +300,8 @@ fn a_peer_that_leaves_hands_its_work_back_once_its_requests_end() {
     );
 }
 
-/// Against a naive model: whatever the peers hold and however requests fail, the scheduler never
+/// Against a naive model: whatever the peers hold and however requests fail (or are refused as
+/// busy), the scheduler never
 /// asks for a chunk that is here or already asked, only asks peers for chunks they hold, and
 /// finishes.
 #[test]
@@ -285,10 +332,12 @@ fn random_swarms_always_finish_without_double_asking() {
                 Duration::from_micros(rand() % 1000),
             );
         }
-        for _round in 0..1000 {
+        for round in 0..1000 {
             if s.is_done() {
                 break;
             }
+            // Each round is one busy backoff later: a peer refused in one is asked in the next.
+            let now = now + SchedConfig::default().busy_backoff * round;
             let reqs = s.plan(now);
             assert!(
                 !reqs.is_empty(),
@@ -320,6 +369,7 @@ fn random_swarms_always_finish_without_double_asking() {
                     0..=3 => s.failed(r.chunks.clone(), r.source, Fault::Failed),
                     4 => s.failed(r.chunks.clone(), r.source, Fault::Missing),
                     5 => s.failed(r.chunks.clone(), r.source, Fault::BadChunk),
+                    6..=7 => s.failed(r.chunks.clone(), r.source, Fault::Busy),
                     _ => r.chunks.clone().for_each(|c| s.completed(c, r.source)),
                 }
             }

@@ -62,6 +62,13 @@ impl Transfer {
         let _ = self.shared.upload_limit.set(limit);
     }
 
+    /// Sets how many chunk requests are served at once (at least one); only a call before the
+    /// first request counts.
+    pub fn set_upload_slots(&self, slots: usize) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(slots.max(1)));
+        let _ = self.shared.upload_slots.set(slots);
+    }
+
     /// Binds the endpoint on `cfg.listen` and starts serving `source`.
     pub async fn bind(
         cfg: TransferConfig,
@@ -104,6 +111,7 @@ impl Transfer {
             tracker: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
             upload_limit: std::sync::OnceLock::new(),
+            upload_slots: std::sync::OnceLock::new(),
         });
         shared.tracker.spawn(server::accept_loop(shared.clone()));
         Ok(Transfer {

@@ -41,6 +41,13 @@
 //! - **Streams.** [`MAX_CONCURRENT_BIDI_STREAMS`] = 256 requests in flight per connection
 //!   (hundreds of chunk requests from a scheduler), no unidirectional streams, no datagrams.
 //!   Send fairness is off so a stream's chunks finish in order instead of all interleaving.
+//! - **Upload slots.** A node serves [`UPLOAD_SLOTS`] = 8 chunk requests at once (to all peers
+//!   together, up to 8 × 16 MiB on the wire) and answers "busy" to more, at once, so the asker
+//!   turns to another holder. Without a cap, a chunk that one node has first (it is the one
+//!   fetching it from the Hub) goes out to every node that wants it at once, each at a
+//!   hundredth of the uplink, and nobody can pass it on until all have it; with the cap, a few
+//!   get it at full speed and serve the rest (the scale model showed one node's uplink carrying
+//!   a fifth of all bytes at 200 hosts without it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +81,8 @@ pub const INITIAL_RTT: Duration = Duration::from_millis(10);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A connection silent this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunk requests served at once to all peers together; more are refused as busy.
+pub const UPLOAD_SLOTS: usize = 8;
 /// Requests (bidirectional streams) one peer may have open at once.
 pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 

@@ -122,6 +122,18 @@ impl TransferError {
         )
     }
 
+    /// Whether the peer refused for now (all its upload slots taken, or shutting down): ask
+    /// another, or it again later; no fault of anyone's.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            TransferError::Remote {
+                code: ErrorCode::Unavailable,
+                ..
+            }
+        )
+    }
+
     /// Whether trying again (later, or with another peer) may succeed: network failures,
     /// timeouts, and a peer that is busy, shutting down or failed to read its disk.
     pub fn is_retryable(&self) -> bool {

@@ -79,4 +79,14 @@ pub(crate) struct Shared {
     cancel: tokio_util::sync::CancellationToken,
     /// The upload limit, set once by [`Transfer::limit_uploads`].
     upload_limit: std::sync::OnceLock<Arc<ratelimit::RateLimit>>,
+    /// Chunk requests served at once, to all peers together ([`config::UPLOAD_SLOTS`] unless
+    /// [`Transfer::set_upload_slots`] came first); a request beyond them is refused as busy.
+    upload_slots: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Shared {
+    fn upload_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        self.upload_slots
+            .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(config::UPLOAD_SLOTS)))
+    }
 }

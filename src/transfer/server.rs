@@ -169,6 +169,16 @@ async fn serve_stream(
             .await
             .map(Response::Holdings),
         Request::Chunks { etag, first, count } => {
+            // Held until the peer has every byte: a slot is a request on the wire.
+            let Ok(_slot) = shared.upload_slots().clone().try_acquire_owned() else {
+                let busy = Response::Error {
+                    code: ErrorCode::Unavailable,
+                    message: "busy: every upload slot is taken".into(),
+                };
+                counters.sent(io::write_frame(send, peer, &busy).await?);
+                finish(send).await;
+                return Ok(());
+            };
             send_chunks(shared, peer, counters, send, etag, first, count).await?;
             finish(send).await;
             return Ok(());
