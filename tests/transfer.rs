@@ -354,6 +354,7 @@ async fn a_request_beyond_the_upload_slots_is_refused_as_busy_and_the_slot_frees
     let err = second.expect_err("a second request while the only slot is taken");
     assert!(err.is_busy(), "{err}");
     assert!(!err.is_peer_fault() && err.is_retryable(), "{err}");
+    assert_eq!(server.uploads_refused_busy(), 1);
     // The slot is free again once the first request is delivered.
     assert!(fetch_and_check(&conn, &e, &blob, 2, 2).await.is_empty());
     within(client.shutdown()).await;

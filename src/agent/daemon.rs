@@ -387,6 +387,7 @@ impl Daemon {
             bytes_from_hub: counters.bytes_from_hub.load(Ordering::Relaxed),
             bytes_served: stats.iter().map(|s| s.bytes_sent).sum(),
             bytes_received: stats.iter().map(|s| s.bytes_received).sum(),
+            uploads_refused_busy: self.node.transfer.uploads_refused_busy(),
             bad_chunks: counters.bad_chunks.load(Ordering::Relaxed),
             peers: self.node.discovery.peers().await.len() as u64,
             cache_bytes,

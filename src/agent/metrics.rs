@@ -43,6 +43,8 @@ pub struct Gauges {
     pub bytes_served: u64,
     /// Protocol bytes received from peers.
     pub bytes_received: u64,
+    /// Chunk requests refused as busy (every upload slot taken).
+    pub uploads_refused_busy: u64,
     /// Chunks from peers that failed verification.
     pub bad_chunks: u64,
     /// Peers known to discovery.
@@ -117,6 +119,12 @@ impl Metrics {
             "counter",
             "Protocol bytes received from peers.",
             &one(g.bytes_received),
+        );
+        metric(
+            "hfmesh_uploads_refused_busy_total",
+            "counter",
+            "Chunk requests from peers refused as busy: every upload slot was taken.",
+            &one(g.uploads_refused_busy),
         );
         metric(
             "hfmesh_chunk_verification_failures_total",
@@ -245,6 +253,7 @@ mod tests {
         m.pull_done("model", "acme/x", 10, 5, 1.5, true);
         let text = m.render(&Gauges {
             bytes_from_peers: 10,
+            uploads_refused_busy: 3,
             ready: true,
             hub_requests: vec![
                 (HubOp::Download, HubOutcome::Success, 7),
@@ -265,6 +274,7 @@ mod tests {
         ));
         assert!(text.contains("hfmesh_pull_duration_seconds_count{outcome=\"ok\"} 1\n"));
         assert!(text.contains("hfmesh_ready 1\n"));
+        assert!(text.contains("hfmesh_uploads_refused_busy_total 3\n"));
         assert!(text.contains("# TYPE hfmesh_evictions_total counter\nhfmesh_evictions_total 2\n"));
         assert!(text.contains("hfmesh_evicted_bytes_total 4096\n"));
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

@@ -28,6 +28,9 @@ pub struct ScaleArgs {
     /// Chunk requests a host serves at once, 0 for no limit (overrides the scenario).
     #[arg(long)]
     pub upload_slots: Option<usize>,
+    /// Peer exchange: peers named per answer, a design the mesh does not have yet (0: off).
+    #[arg(long)]
+    pub peer_exchange: Option<usize>,
     /// Print the three reports as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -57,6 +60,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.upload_slots {
         p.upload_slots = n;
+    }
+    if let Some(n) = args.peer_exchange {
+        p.peer_exchange = n;
     }
     p.validate().map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();

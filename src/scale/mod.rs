@@ -12,6 +12,9 @@
 //!   and a lookup answers at most `max_providers` of them. Links are fluid: every flow gets the
 //!   smallest of its fair shares of the sender's uplink, the receiver's downlink and, for Hub
 //!   flows, the Hub's capacity, recomputed every tick. RTT and protocol overheads are ignored.
+//! - **Under study, off by default:** peer exchange (`peer_exchange`): each answer also names a
+//!   few of the answerer's other recent askers, so hosts the DHT does not list become sources.
+//!   The mesh does not do this yet; the option measures what it would give.
 //!
 //! The same model runs with the mesh off (every host from the Hub alone) and with one host, so a
 //! report carries its own baselines.
@@ -30,6 +33,9 @@ use crate::mesh::pull::{pullers_settled, MAX_GATHER_WINDOWS};
 use crate::node::{NodeId, NodeKey, Topology};
 use crate::scheduler::{proximity, Fault, Request, Scheduler, Source};
 use crate::store::Bitmap;
+
+/// Recent askers a host remembers per blob (for peer exchange).
+const MAX_ASKERS: usize = 64;
 
 /// One transfer in flight: chunks `next..end` of blob `blob` from `source` to host `dst`.
 struct Flow {
@@ -60,9 +66,13 @@ struct Host {
     last_pullers: Vec<Vec<NodeId>>,
     /// Per blob, a counter bumped whenever a chunk arrives here.
     versions: Vec<u64>,
-    /// Per blob, the version of each provider (by position in the blob's provider list) that
-    /// this host's scheduler last saw: an unchanged provider is not copied again.
-    seen: Vec<Vec<u64>>,
+    /// Per blob, the version of each peer in view (by host index) that this host's scheduler
+    /// last saw: an unchanged peer is not copied again.
+    seen: Vec<Vec<(usize, u64)>>,
+    /// Per blob, peers learned from other peers' answers (`peer_exchange`), beyond the DHT's.
+    learned: Vec<Vec<usize>>,
+    /// Per blob, the hosts that asked this one lately, most recent first (at most `MAX_ASKERS`).
+    askers: Vec<Vec<usize>>,
     next_refresh: f64,
     /// When its schedulers must plan again (an event, or their next deadline).
     wake_at: f64,
@@ -120,6 +130,8 @@ impl<'a> Sim<'a> {
                     last_pullers: vec![Vec::new(); p.files],
                     versions: vec![0; p.files],
                     seen: vec![Vec::new(); p.files],
+                    learned: vec![Vec::new(); p.files],
+                    askers: vec![Vec::new(); p.files],
                     next_refresh: 0.0,
                     wake_at: 0.0,
                     served: 0.0,
@@ -247,10 +259,6 @@ impl<'a> Sim<'a> {
         for list in &mut self.providers {
             list.retain(|i| !dead.contains(i));
         }
-        // Positions in the provider lists moved: every view is refreshed in full.
-        for h in &mut self.hosts {
-            h.seen.iter_mut().for_each(Vec::clear);
-        }
         // Transfers from the dead fail at their receivers; transfers to them vanish.
         let flows = std::mem::take(&mut self.flows);
         for f in flows {
@@ -280,33 +288,29 @@ impl<'a> Sim<'a> {
                 if self.hosts[i].scheds[b].is_done() {
                     continue;
                 }
-                let found: Vec<(usize, usize)> = self.providers[b]
+                // Asked: the providers a lookup finds, then the peers learned from answers.
+                let found: Vec<usize> = self.providers[b]
                     .iter()
                     .copied()
-                    .enumerate()
-                    .filter(|&(_, j)| j != i)
+                    .filter(|&j| j != i)
                     .take(self.p.max_providers)
                     .collect();
+                let mut view = found.clone();
+                for &j in &self.hosts[i].learned[b] {
+                    if view.len() < self.p.max_providers && !view.contains(&j) {
+                        view.push(j);
+                    }
+                }
                 let mut pullers = Vec::new();
-                for (k, j) in found {
-                    if !self.hosts[j].scheds[b].is_done() {
+                for &j in &view {
+                    if !self.hosts[j].alive {
+                        continue; // no answer
+                    }
+                    self.ask(i, j, b);
+                    // Only the DHT's providers, the same for everyone, own stripes.
+                    if found.contains(&j) && !self.hosts[j].scheds[b].is_done() {
                         pullers.push(self.hosts[j].id);
                     }
-                    let version = self.hosts[j].versions[b];
-                    let seen = &mut self.hosts[i].seen[b];
-                    if seen.len() <= k {
-                        seen.resize(k + 1, u64::MAX);
-                    }
-                    if seen[k] == version {
-                        continue;
-                    }
-                    seen[k] = version;
-                    let have = self.hosts[j].scheds[b].local().clone();
-                    let near = proximity(&self.hosts[i].topology, &self.hosts[j].topology);
-                    let id = self.hosts[j].id;
-                    let sched = &mut self.hosts[i].scheds[b];
-                    let rtt = Duration::from_micros(100 * (u64::from(near) + 1));
-                    sched.update_peer(id, have, near, rtt);
                 }
                 // It counts as a puller when the others ask it, i.e. the DHT keeps its record.
                 let counted = self.providers[b].contains(&i);
@@ -330,6 +334,43 @@ impl<'a> Sim<'a> {
             self.hosts[i].next_refresh = self.t + self.p.refresh_secs;
             self.hosts[i].wake_at = self.t;
         }
+    }
+
+    /// Host `i` asks host `j` what it holds of blob `b`: `j`'s bitmap reaches `i`'s scheduler
+    /// (unless unchanged since the last answer), `j` remembers `i` as an asker, and with
+    /// `peer_exchange` its answer names up to that many of its other recent askers, which `i`
+    /// keeps (its view holds at most `max_providers` peers).
+    fn ask(&mut self, i: usize, j: usize, b: usize) {
+        let askers = &mut self.hosts[j].askers[b];
+        askers.retain(|&a| a != i);
+        askers.insert(0, i);
+        askers.truncate(MAX_ASKERS);
+        if self.p.peer_exchange > 0 {
+            let hints: Vec<usize> = self.hosts[j].askers[b]
+                .iter()
+                .copied()
+                .filter(|&a| a != i && self.hosts[a].alive)
+                .take(self.p.peer_exchange)
+                .collect();
+            let learned = &mut self.hosts[i].learned[b];
+            for a in hints {
+                if learned.len() < self.p.max_providers && !learned.contains(&a) {
+                    learned.push(a);
+                }
+            }
+        }
+        let version = self.hosts[j].versions[b];
+        let seen = &mut self.hosts[i].seen[b];
+        match seen.iter_mut().find(|(k, _)| *k == j) {
+            Some((_, v)) if *v == version => return,
+            Some((_, v)) => *v = version,
+            None => seen.push((j, version)),
+        }
+        let have = self.hosts[j].scheds[b].local().clone();
+        let near = proximity(&self.hosts[i].topology, &self.hosts[j].topology);
+        let id = self.hosts[j].id;
+        let rtt = Duration::from_micros(100 * (u64::from(near) + 1));
+        self.hosts[i].scheds[b].update_peer(id, have, near, rtt);
     }
 
     fn plan_requests(&mut self) {

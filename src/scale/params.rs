@@ -75,6 +75,11 @@ pub struct ScaleParams {
     pub max_blobs: usize,
     /// Seconds between two refreshes of a host's view of its providers (`MeshConfig::refresh`).
     pub refresh_secs: f64,
+    /// Peer exchange, a design under study that the mesh does not have yet: each answer to "what
+    /// do you hold" also names up to this many of the answerer's other recent askers, and the
+    /// asker adds them to its view (sources only: stripe owners stay the DHT's providers).
+    /// 0 (the default) is the mesh as it is.
+    pub peer_exchange: usize,
     /// Chunk requests a host serves at once; more are refused as busy
     /// (`transfer::config::UPLOAD_SLOTS`; 0: no limit).
     pub upload_slots: usize,
@@ -111,6 +116,7 @@ impl Default for ScaleParams {
             gather_secs: 0.5,
             refresh_secs: 0.25,
             upload_slots: crate::transfer::config::UPLOAD_SLOTS,
+            peer_exchange: 0,
             tick_secs: 0.05,
             sample_secs: 1.0,
             time_limit_secs: 7200.0,
@@ -367,7 +373,7 @@ impl ScaleComparison {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Scale model: {} hosts ({} zones × {} racks), {:.1} GB model in {} files, links {:.1} Gb/s, Hub {:.1} Gb/s, arrival {:?}, providers kept per key {}, upload slots {}{}\n",
+            "Scale model: {} hosts ({} zones × {} racks), {:.1} GB model in {} files, links {:.1} Gb/s, Hub {:.1} Gb/s, arrival {:?}, providers kept per key {}, upload slots {}{}{}\n",
             p.hosts,
             p.zones,
             p.racks_per_zone,
@@ -387,6 +393,10 @@ impl ScaleComparison {
             match p.upload_slots {
                 0 => "unlimited".to_string(),
                 n => n.to_string(),
+            },
+            match p.peer_exchange {
+                0 => String::new(),
+                n => format!(", peer exchange {n} per answer (not in the mesh yet)"),
             },
             p.failure
                 .as_ref()

@@ -180,3 +180,42 @@ fn upload_slots_spread_the_serving_over_many_hosts() {
         "all ready after {with} s with slots, {without} s without"
     );
 }
+
+#[test]
+fn peer_exchange_lets_hosts_the_dht_does_not_list_serve_each_other() {
+    // The DHT lists 4 providers per file: without peer exchange only those 4 serve the other 60.
+    let p = ScaleParams {
+        hosts: 64,
+        racks_per_zone: 4,
+        model_bytes: 800 << 20,
+        files: 4,
+        providers_per_key: 4,
+        ..small()
+    };
+    let listed_only = run(&p, true);
+    let exchanged = run(
+        &ScaleParams {
+            peer_exchange: 8,
+            ..p.clone()
+        },
+        true,
+    );
+    for r in [&listed_only, &exchanged] {
+        assert_eq!(r.ready, 64, "{r:?}");
+        assert!(r.hub_egress_ratio() <= 1.05, "{}", r.hub_egress_ratio());
+    }
+    let (with, without) = (
+        exchanged.all_ready_secs().unwrap(),
+        listed_only.all_ready_secs().unwrap(),
+    );
+    assert!(
+        with * 1.5 < without,
+        "all ready after {with} s with peer exchange, {without} s without"
+    );
+    assert!(
+        exchanged.served_max * 2.0 < listed_only.served_max,
+        "most served by one host: {} with peer exchange, {} without",
+        exchanged.served_max,
+        listed_only.served_max
+    );
+}

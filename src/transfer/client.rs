@@ -69,6 +69,13 @@ impl Transfer {
         let _ = self.shared.upload_slots.set(slots);
     }
 
+    /// Chunk requests refused as busy since the endpoint started.
+    pub fn uploads_refused_busy(&self) -> u64 {
+        self.shared
+            .refused_busy
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Binds the endpoint on `cfg.listen` and starts serving `source`.
     pub async fn bind(
         cfg: TransferConfig,
@@ -112,6 +119,7 @@ impl Transfer {
             cancel: tokio_util::sync::CancellationToken::new(),
             upload_limit: std::sync::OnceLock::new(),
             upload_slots: std::sync::OnceLock::new(),
+            refused_busy: Default::default(),
         });
         shared.tracker.spawn(server::accept_loop(shared.clone()));
         Ok(Transfer {

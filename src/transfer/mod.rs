@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     /// Chunk requests served at once, to all peers together ([`config::UPLOAD_SLOTS`] unless
     /// [`Transfer::set_upload_slots`] came first); a request beyond them is refused as busy.
     upload_slots: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Chunk requests refused as busy so far.
+    refused_busy: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

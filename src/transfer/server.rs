@@ -1,6 +1,7 @@
 //! The serving half: accept connections, require the client's hello before anything else, then
 //! answer one request per stream from the [`ChunkSource`](super::ChunkSource).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -171,6 +172,7 @@ async fn serve_stream(
         Request::Chunks { etag, first, count } => {
             // Held until the peer has every byte: a slot is a request on the wire.
             let Ok(_slot) = shared.upload_slots().clone().try_acquire_owned() else {
+                shared.refused_busy.fetch_add(1, Ordering::Relaxed);
                 let busy = Response::Error {
                     code: ErrorCode::Unavailable,
                     message: "busy: every upload slot is taken".into(),
