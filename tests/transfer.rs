@@ -328,7 +328,7 @@ async fn a_stopping_node_finishes_the_uploads_it_started() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_beyond_the_upload_slots_is_refused_as_busy_and_the_slot_frees() {
     let mut source = MemSource {
-        read_delay: Duration::from_millis(150),
+        read_delay: Duration::from_millis(300),
         ..MemSource::default()
     };
     let blob = content(4, 4 * CHUNK_SIZE as usize);
@@ -338,7 +338,8 @@ async fn a_request_beyond_the_upload_slots_is_refused_as_busy_and_the_slot_frees
     let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
     let conn = within(client.connect(&info(&server))).await.unwrap();
     let e = etag(4);
-    // The first request holds the only slot from its first chunk to its last (~600 ms).
+    // The first request holds the only slot from its first chunk to its last (~1.2 s): the
+    // second is asked with ~0.9 s of it left.
     let first_chunk = Arc::new(tokio::sync::Notify::new());
     let signal = first_chunk.clone();
     let first = within(conn.chunks(&e, 0, 4, move |_, _| signal.notify_one()));
