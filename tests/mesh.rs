@@ -1,12 +1,13 @@
 //! The mesh pull with in-process nodes (memory directory and memory peers): what comes from peers
-//! and what from the Hub, a lying peer, a busy holder, a holder that dies, and many nodes
-//! cold-starting at once.
+//! and what from the Hub, a lying peer, a busy holder, a node found only by peer exchange, a
+//! holder that dies, and many nodes cold-starting at once.
 //! The same scenarios over real QUIC and libp2p are in `tests/cluster.rs`.
 
 mod common;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use hfmesh::discovery::{MemoryDirectory, NodeInfo};
@@ -26,8 +27,12 @@ struct Net {
 
 impl Net {
     fn new() -> Net {
+        Net::with_directory(MemoryDirectory::new())
+    }
+
+    fn with_directory(directory: MemoryDirectory) -> Net {
         Net {
-            directory: MemoryDirectory::new(),
+            directory,
             peers: MemoryPeers::new(),
             stop: CancellationToken::new(),
             dir: tempfile::tempdir().unwrap(),
@@ -167,6 +172,34 @@ async fn a_holder_that_is_busy_is_asked_again_later_not_bypassed_or_banned() {
         r.bytes_from_peers, MEDIUM_SIZE,
         "all of it from the busy holder"
     );
+    assert_eq!(r.bytes_from_hub, 0);
+    assert_eq!(
+        hub.stats().bytes_served,
+        0,
+        "the Hub was never asked for file bytes"
+    );
+    same_model_as(&holder, &r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_dht_does_not_list_serves_others_through_peer_exchange() {
+    let (_root, hub) = start_hub().await;
+    // The DHT keeps one provider per key: the holder. Node 2 pulls after it and is not listed.
+    let net = Net::with_directory(MemoryDirectory::with_providers_per_key(1));
+    let holder = net.node(&hub, 1, "r1");
+    holder.pull(&medium(), silent()).await.unwrap();
+    let second = net.node(&hub, 2, "r1");
+    second.pull(&medium(), silent()).await.unwrap();
+    hub.reset_stats();
+    // From now on the holder refuses every chunk request: only node 2 can serve, and a third
+    // node can learn of it only from the holder's answers.
+    net.peers.busy_for(&holder.me.id, i64::MAX);
+    let third = net.node(&hub, 3, "r1");
+    let r = tokio::time::timeout(Duration::from_secs(60), third.pull(&medium(), silent()))
+        .await
+        .expect("the third node found a source")
+        .unwrap();
+    assert_eq!(r.bytes_from_peers, MEDIUM_SIZE, "all of it from node 2");
     assert_eq!(r.bytes_from_hub, 0);
     assert_eq!(
         hub.stats().bytes_served,

@@ -84,6 +84,16 @@ impl ChunkSource for MemSource {
         self.blobs.get(etag).map(|(_, b)| b.clone())
     }
 
+    /// Names the asker itself, so a test sees whom the server took it for.
+    fn swarm(
+        &self,
+        etag: &Etag,
+        asker: &hfmesh::wire::PeerHint,
+        _listed: bool,
+    ) -> (Option<Bitmap>, Vec<hfmesh::wire::PeerHint>) {
+        (self.have(etag), vec![asker.clone()])
+    }
+
     fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.read_delay);
@@ -358,6 +368,31 @@ async fn a_request_beyond_the_upload_slots_is_refused_as_busy_and_the_slot_frees
     assert_eq!(server.uploads_refused_busy(), 1);
     // The slot is free again once the first request is delivered.
     assert!(fetch_and_check(&conn, &e, &blob, 2, 2).await.is_empty());
+    within(client.shutdown()).await;
+    within(server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_knows_a_swarm_asker_by_its_id_hello_and_serving_address() {
+    let mut source = MemSource::default();
+    source.blob(etag(5), content(5, 100), None);
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    let (have, others) = within(conn.swarm(&etag(5), true)).await.unwrap();
+    assert!(have.unwrap().is_full());
+    // The address the client dialled from is the one it serves on: others can dial it there.
+    let me = hfmesh::wire::PeerHint {
+        node: client.node(),
+        addr: client.local_addr(),
+        topology: Topology {
+            zone: Some("z".into()),
+            rack: Some("r1".into()),
+        },
+    };
+    assert_eq!(others, vec![me]);
+    let (none, _) = within(conn.swarm(&etag(6), false)).await.unwrap();
+    assert_eq!(none, None);
     within(client.shutdown()).await;
     within(server.shutdown()).await;
 }

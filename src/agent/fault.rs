@@ -30,6 +30,14 @@ impl ChunkSource for CorruptChunks {
     fn have(&self, etag: &Etag) -> Option<Bitmap> {
         self.0.have(etag)
     }
+    fn swarm(
+        &self,
+        etag: &Etag,
+        asker: &crate::wire::PeerHint,
+        listed: bool,
+    ) -> (Option<Bitmap>, Vec<crate::wire::PeerHint>) {
+        self.0.swarm(etag, asker, listed)
+    }
     fn read_chunk(&self, etag: &Etag, index: u64) -> std::io::Result<Option<bytes::Bytes>> {
         Ok(self.0.read_chunk(etag, index)?.map(|chunk| {
             let mut data = chunk.to_vec();

@@ -1,7 +1,7 @@
 //! An in-process directory standing in for the DHT: every [`MemoryDiscovery`] made from one
 //! [`MemoryDirectory`] sees the others' records at once. For tests and the simulator.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::{ContentKey, Discovery, DiscoveryError, NodeInfo};
@@ -16,13 +16,24 @@ pub struct MemoryDirectory {
 #[derive(Debug, Default)]
 struct Directory {
     nodes: HashMap<NodeId, NodeInfo>,
-    records: HashMap<[u8; 32], HashSet<NodeId>>,
+    /// Per key, its providers in the order they announced.
+    records: HashMap<[u8; 32], Vec<NodeId>>,
+    /// Provider records kept per key (`None`: all), as a DHT's record store caps them.
+    cap: Option<usize>,
 }
 
 impl MemoryDirectory {
     /// An empty directory.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty directory that keeps only the first `cap` providers of each key (libp2p's
+    /// Kademlia store keeps 20), to test what the nodes beyond them do.
+    pub fn with_providers_per_key(cap: usize) -> Self {
+        let d = Self::default();
+        d.lock().cap = Some(cap);
+        d
     }
 
     /// A member of the directory for `node`.
@@ -39,7 +50,7 @@ impl MemoryDirectory {
         let mut d = self.lock();
         d.nodes.remove(id);
         for holders in d.records.values_mut() {
-            holders.remove(id);
+            holders.retain(|h| h != id);
         }
     }
 
@@ -62,18 +73,18 @@ impl Discovery for MemoryDiscovery {
     }
 
     async fn provide(&self, key: ContentKey) -> Result<(), DiscoveryError> {
-        self.directory
-            .lock()
-            .records
-            .entry(key.digest())
-            .or_default()
-            .insert(self.local.id);
+        let mut d = self.directory.lock();
+        let cap = d.cap.unwrap_or(usize::MAX);
+        let holders = d.records.entry(key.digest()).or_default();
+        if !holders.contains(&self.local.id) && holders.len() < cap {
+            holders.push(self.local.id);
+        }
         Ok(())
     }
 
     async fn withdraw(&self, key: ContentKey) -> Result<(), DiscoveryError> {
         if let Some(holders) = self.directory.lock().records.get_mut(&key.digest()) {
-            holders.remove(&self.local.id);
+            holders.retain(|h| *h != self.local.id);
         }
         Ok(())
     }

@@ -23,13 +23,15 @@ use crate::etag::Etag;
 use crate::manifest::{ChunkHash, Manifest, SignedManifest};
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::{chunk_count, chunk_range, Bitmap, ChunkBuf, PartialBlob};
-use crate::wire::{HeldBlob, HeldSnapshot, Holdings};
+use crate::wire::{HeldBlob, HeldSnapshot, Holdings, PeerHint, MAX_PEER_HINTS};
 
 /// How long a peer's question about a blob is remembered.
 pub const ASKED_MEMORY: Duration = Duration::from_secs(60);
 /// Blobs whose last question is remembered, at most (when full, questions older than
 /// [`ASKED_MEMORY`] are forgotten to make room).
 const MAX_ASKED: usize = 4096;
+/// Recent askers remembered per blob for peer exchange (the most recent ones).
+pub(crate) const MAX_ASKERS_PER_BLOB: usize = 64;
 
 /// A snapshot's identity.
 pub type SnapshotId = (RepoKind, RepoId, CommitId);
@@ -51,6 +53,18 @@ struct Inner {
     blobs: HashMap<Etag, Blob>,
     /// When a peer last asked which chunks of a blob are here.
     asked: HashMap<Etag, Instant>,
+    /// Per blob, the nodes that asked about it lately for peer exchange, most recent first.
+    askers: HashMap<Etag, Vec<(PeerHint, Instant)>>,
+}
+
+impl Inner {
+    /// Which chunks of `etag` are here.
+    fn bitmap(&self, etag: &Etag) -> Option<Bitmap> {
+        match self.blobs.get(etag)? {
+            Blob::Partial(p) => Some(p.bitmap()),
+            Blob::Complete { size, .. } => Some(Bitmap::full(chunk_count(*size))),
+        }
+    }
 }
 
 /// This node's holdings.
@@ -317,10 +331,46 @@ impl LocalStore {
         if inner.asked.len() < MAX_ASKED || inner.asked.contains_key(etag) {
             inner.asked.insert(etag.clone(), now);
         }
-        match inner.blobs.get(etag)? {
-            Blob::Partial(p) => Some(p.bitmap()),
-            Blob::Complete { size, .. } => Some(Bitmap::full(chunk_count(*size))),
+        inner.bitmap(etag)
+    }
+
+    /// Peer exchange: which chunks of `etag` can be served now (remembered as a co-puller's
+    /// question, like [`LocalStore::have`], only when the asker found this node in the DHT's
+    /// provider list: `listed`), and up to [`MAX_PEER_HINTS`] other nodes that asked about it
+    /// in the last [`ASKED_MEMORY`], the most recent first (not the nearest first: in the scale
+    /// model, views filled with the asker's own rack spread chunks between racks more slowly and
+    /// cost 1–2% more Hub egress). `asker` is remembered for the next ones.
+    pub fn swarm(
+        &self,
+        etag: &Etag,
+        asker: &PeerHint,
+        listed: bool,
+    ) -> (Option<Bitmap>, Vec<PeerHint>) {
+        let have = match listed {
+            true => self.have(etag),
+            false => self.lock().bitmap(etag),
+        };
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let fresh = |t: &Instant| now.duration_since(*t) < ASKED_MEMORY;
+        if inner.askers.len() >= MAX_ASKED && !inner.askers.contains_key(etag) {
+            inner
+                .askers
+                .retain(|_, list| list.first().is_some_and(|(_, t)| fresh(t)));
+            if inner.askers.len() >= MAX_ASKED {
+                return (have, Vec::new());
+            }
         }
+        let list = inner.askers.entry(etag.clone()).or_default();
+        list.retain(|(h, t)| h.node != asker.node && fresh(t));
+        let others = list
+            .iter()
+            .take(MAX_PEER_HINTS)
+            .map(|(h, _)| h.clone())
+            .collect();
+        list.insert(0, (asker.clone(), now));
+        list.truncate(MAX_ASKERS_PER_BLOB);
+        (have, others)
     }
 
     /// Whether a peer asked about `etag` at or after `since`: it then knows this node as a
@@ -424,6 +474,15 @@ impl crate::transfer::ChunkSource for LocalStore {
         LocalStore::read_chunk(self, etag, index)
     }
 
+    fn swarm(
+        &self,
+        etag: &Etag,
+        asker: &PeerHint,
+        listed: bool,
+    ) -> (Option<Bitmap>, Vec<PeerHint>) {
+        LocalStore::swarm(self, etag, asker, listed)
+    }
+
     fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<ChunkHash>>> {
         LocalStore::chunk_hashes(self, etag)
     }
@@ -515,6 +574,52 @@ mod tests {
         // The manifests are gone from the state directory: a restart does not bring them back.
         let again = LocalStore::open(&cache, &state).unwrap();
         assert_eq!(again.snapshots(), vec![(RepoKind::Model, a, c('1'))]);
+    }
+
+    #[test]
+    fn swarm_names_the_most_recent_askers_and_counts_only_listed_asks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, state) = (dir.path().join("hub"), dir.path().join("state"));
+        let store = LocalStore::open(&cache, &state).unwrap();
+        let etag = crate::etag::sha256(b"a blob");
+        let partial = Arc::new(PartialBlob::open(&dir.path().join("p"), &etag, 10).unwrap());
+        store.begin_blob(partial);
+        let peer = |n: u8, rack: &str| PeerHint {
+            node: crate::node::NodeKey::from_secret([n; 32]).id(),
+            addr: ([10, 0, 0, n], 4002).into(),
+            topology: crate::node::Topology {
+                zone: Some("z".into()),
+                rack: Some(rack.into()),
+            },
+        };
+        let before = Instant::now();
+        // The first asker learns of nobody, and an unlisted ask does not make this node count.
+        let (have, others) = store.swarm(&etag, &peer(1, "r1"), false);
+        assert_eq!(have.map(|b| b.len()), Some(1));
+        assert!(others.is_empty());
+        assert!(
+            !store.asked_since(&etag, before),
+            "an unlisted ask is not a co-puller's"
+        );
+        for n in 2..=MAX_PEER_HINTS as u8 + 3 {
+            store.swarm(&etag, &peer(n, "r2"), false);
+        }
+        // Node 3 asks again: it hears of the most recent askers, never of itself.
+        let (_, others) = store.swarm(&etag, &peer(3, "r1"), true);
+        assert!(store.asked_since(&etag, before), "a listed ask is");
+        let last = MAX_PEER_HINTS as u8 + 3;
+        let expected: Vec<PeerHint> = (4..=last).rev().map(|n| peer(n, "r2")).collect();
+        assert_eq!(others, expected[..MAX_PEER_HINTS]);
+        assert!(
+            !others.iter().any(|h| h.node == peer(3, "r1").node),
+            "never the asker"
+        );
+        // Unknown blobs have nothing, and nobody to name yet.
+        let other = crate::etag::sha256(b"another");
+        assert_eq!(
+            store.swarm(&other, &peer(1, "r1"), true),
+            (None, Vec::new())
+        );
     }
 
     #[test]

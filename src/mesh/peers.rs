@@ -13,6 +13,7 @@ use crate::etag::Etag;
 use crate::manifest::{ChunkHash, SignedManifest};
 use crate::node::NodeId;
 use crate::store::Bitmap;
+use crate::wire::PeerHint;
 
 /// A failed request to a peer.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +60,17 @@ pub trait Peers: Send + Sync + 'static {
         peer: &NodeInfo,
         snapshot: &SnapshotId,
     ) -> Result<Option<SignedManifest>, PeerError>;
-    /// What the peer holds of a blob (`None`: nothing).
+    /// What the peer holds of a blob (`None`: nothing), and other nodes that asked it about the
+    /// blob lately (peer exchange). `me` is the asker; `listed`: the peer was found in the DHT's
+    /// provider list (only then does the question make it count as a co-puller).
     async fn have(
         &self,
+        me: &NodeInfo,
         peer: &NodeInfo,
         etag: &Etag,
         with_hashes: bool,
-    ) -> Result<Option<BlobHave>, PeerError>;
+        listed: bool,
+    ) -> Result<(Option<BlobHave>, Vec<NodeInfo>), PeerError>;
     /// Chunks `first..first+count` of a blob: calls `on_chunk` with each one the peer sends
     /// (unverified), in order, as it arrives (so it can be checked and written while the next
     /// one is on the wire). An error may come after some chunks were handed over.
@@ -172,15 +177,19 @@ impl Peers for MemoryPeers {
 
     async fn have(
         &self,
+        me: &NodeInfo,
         peer: &NodeInfo,
         etag: &Etag,
         with_hashes: bool,
-    ) -> Result<Option<BlobHave>, PeerError> {
+        listed: bool,
+    ) -> Result<(Option<BlobHave>, Vec<NodeInfo>), PeerError> {
         let store = self.node(peer)?.store;
-        Ok(store.have(etag).map(|chunks| BlobHave {
+        let (have, others) = store.swarm(etag, &hint(me), listed);
+        let have = have.map(|chunks| BlobHave {
             chunks,
             hashes: with_hashes.then(|| store.chunk_hashes(etag)).flatten(),
-        }))
+        });
+        Ok((have, others.into_iter().map(node_info).collect()))
     }
 
     async fn chunks(
@@ -243,6 +252,24 @@ impl Peers for MemoryPeers {
     }
 }
 
+/// A node as peer exchange names it.
+fn hint(n: &NodeInfo) -> PeerHint {
+    PeerHint {
+        node: n.id,
+        addr: n.addr,
+        topology: n.topology.clone(),
+    }
+}
+
+/// A node named by peer exchange, to dial.
+fn node_info(h: PeerHint) -> NodeInfo {
+    NodeInfo {
+        id: h.node,
+        addr: h.addr,
+        topology: h.topology,
+    }
+}
+
 fn transfer_error(peer: &NodeInfo, e: crate::transfer::TransferError) -> PeerError {
     PeerError {
         peer: peer.id,
@@ -270,16 +297,23 @@ impl Peers for crate::transfer::Transfer {
 
     async fn have(
         &self,
+        _me: &NodeInfo,
         peer: &NodeInfo,
         etag: &Etag,
         with_hashes: bool,
-    ) -> Result<Option<BlobHave>, PeerError> {
+        listed: bool,
+    ) -> Result<(Option<BlobHave>, Vec<NodeInfo>), PeerError> {
         let conn = self
             .connect(peer)
             .await
             .map_err(|e| transfer_error(peer, e))?;
-        let Some(chunks) = conn.have(etag).await.map_err(|e| transfer_error(peer, e))? else {
-            return Ok(None);
+        let (have, others) = conn
+            .swarm(etag, listed)
+            .await
+            .map_err(|e| transfer_error(peer, e))?;
+        let others = others.into_iter().map(node_info).collect();
+        let Some(chunks) = have else {
+            return Ok((None, others));
         };
         let hashes = match with_hashes {
             true => conn
@@ -288,7 +322,7 @@ impl Peers for crate::transfer::Transfer {
                 .map_err(|e| transfer_error(peer, e))?,
             false => None,
         };
-        Ok(Some(BlobHave { chunks, hashes }))
+        Ok((Some(BlobHave { chunks, hashes }), others))
     }
 
     async fn chunks(

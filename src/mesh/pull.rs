@@ -510,10 +510,14 @@ impl Pullers {
     }
 }
 
-/// A provider's answer to "what do you hold of this blob?"; `None` if it did not answer in time.
+/// A peer's answer to "what do you hold of this blob?"; `None` if it did not answer in time.
 struct Answer {
     peer: NodeInfo,
+    /// Whether the DHT lists the peer as a provider (else it was learned by peer exchange).
+    listed: bool,
     have: Option<Option<BlobHave>>,
+    /// Other nodes pulling the blob that the peer named.
+    others: Vec<NodeInfo>,
 }
 
 /// Whether a blob's first Hub request may go because its co-pullers have settled: a whole
@@ -584,6 +588,8 @@ impl BlobFetch<'_> {
         let mut vouched: HashMap<NodeId, Vec<Option<ChunkHash>>> = HashMap::new();
         let mut down = Down::default();
         let mut nodes: HashMap<NodeId, NodeInfo> = HashMap::new();
+        // Peers named by other peers' answers (peer exchange), first learned first.
+        let mut learned: Vec<NodeInfo> = Vec::new();
         let mut hub_url: Option<Url> = None;
         let mut hub_failures = 0u32;
         let started = Instant::now();
@@ -623,7 +629,7 @@ impl BlobFetch<'_> {
                 last_refresh = Some(now);
                 let mut skip = sched.banned_peers();
                 skip.extend(down.downs(now));
-                lookup = Some(self.lookup(key.clone(), skip));
+                lookup = Some(self.lookup(key.clone(), skip, learned.clone()));
             }
             let give_up = gather_deadline(started, m.cfg.gather);
             hub_opened |= pullers_settled(started, m.cfg.gather, refreshed, pullers.changed)
@@ -679,8 +685,14 @@ impl BlobFetch<'_> {
             let first = match event {
                 Event::Outcome(Some(o)) => o,
                 Event::Outcome(None) | Event::Tick => continue,
-                Event::Answer(Some(answer)) => {
+                Event::Answer(Some(mut answer)) => {
                     let now = Instant::now();
+                    for o in std::mem::take(&mut answer.others) {
+                        let known = o.id == m.me.id || learned.iter().any(|l| l.id == o.id);
+                        if !known && learned.len() < m.cfg.max_providers {
+                            learned.push(o);
+                        }
+                    }
                     let (id, pulling) =
                         self.apply(answer, &mut sched, &mut vouched, &mut nodes, &mut down, now);
                     let counted = m
@@ -750,8 +762,15 @@ impl BlobFetch<'_> {
     }
 
     /// Starts a refresh of who holds the blob and what: the provider lookup, then one question
-    /// per provider not in `skip`; each answer comes out of the stream as it arrives.
-    fn lookup(&self, key: ContentKey, skip: Vec<NodeId>) -> BoxStream<'_, Answer> {
+    /// per provider not in `skip`, and one per peer `learned` from earlier answers (peer
+    /// exchange) while there is room for it among `max_providers`; each answer comes out of the
+    /// stream as it arrives.
+    fn lookup(
+        &self,
+        key: ContentKey,
+        skip: Vec<NodeId>,
+        learned: Vec<NodeInfo>,
+    ) -> BoxStream<'_, Answer> {
         let m = self.mesh;
         let etag = &self.file.etag;
         let with_hashes = self.trusted.is_none();
@@ -773,16 +792,30 @@ impl BlobFetch<'_> {
             }
         })
         .flat_map(move |providers| {
-            providers
-                .into_iter()
-                .filter(|p| !skip.contains(&p.id))
-                .map(|peer| async move {
-                    let ask = m.peers.have(&peer, etag, with_hashes);
-                    let have = match tokio::time::timeout(PEER_ANSWER_TIMEOUT, ask).await {
-                        Ok(Ok(have)) => Some(have),
-                        Ok(Err(_)) | Err(_) => None,
+            let room = m.cfg.max_providers.saturating_sub(providers.len());
+            let extra: Vec<NodeInfo> = learned
+                .iter()
+                .filter(|p| !providers.iter().any(|q| q.id == p.id))
+                .take(room)
+                .cloned()
+                .collect();
+            let listed = providers.into_iter().map(|p| (p, true));
+            listed
+                .chain(extra.into_iter().map(|p| (p, false)))
+                .filter(|(p, _)| !skip.contains(&p.id))
+                .map(|(peer, listed)| async move {
+                    let ask = m.peers.have(&m.me, &peer, etag, with_hashes, listed);
+                    let (have, others) = match tokio::time::timeout(PEER_ANSWER_TIMEOUT, ask).await
+                    {
+                        Ok(Ok((have, others))) => (Some(have), others),
+                        Ok(Err(_)) | Err(_) => (None, Vec::new()),
                     };
-                    Answer { peer, have }
+                    Answer {
+                        peer,
+                        listed,
+                        have,
+                        others,
+                    }
                 })
                 .collect::<FuturesUnordered<_>>()
         })
@@ -804,7 +837,10 @@ impl BlobFetch<'_> {
         let m = self.mesh;
         let p = answer.peer;
         let id = p.id;
-        match answer.have {
+        // Only the DHT's providers, whom every puller sees alike, are co-pullers (stripe owners);
+        // a peer learned by peer exchange is a source only.
+        let listed = answer.listed;
+        let (id, pulling) = match answer.have {
             Some(Some(have)) => {
                 down.answered(&id);
                 let pulling = !have.chunks.is_full();
@@ -834,7 +870,8 @@ impl BlobFetch<'_> {
                 sched.remove_peer(&id);
                 (id, None)
             }
-        }
+        };
+        (id, pulling.filter(|_| listed))
     }
 
     /// Runs one request in its own task; its outcome comes back on `tx`.

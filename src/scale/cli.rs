@@ -28,7 +28,7 @@ pub struct ScaleArgs {
     /// Chunk requests a host serves at once, 0 for no limit (overrides the scenario).
     #[arg(long)]
     pub upload_slots: Option<usize>,
-    /// Peer exchange: peers named per answer, a design the mesh does not have yet (0: off).
+    /// Peer exchange: peers named per answer (the mesh's: 8; 0 turns it off).
     #[arg(long)]
     pub peer_exchange: Option<usize>,
     /// Print the three reports as JSON instead of the table.

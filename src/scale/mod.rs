@@ -12,9 +12,9 @@
 //!   and a lookup answers at most `max_providers` of them. Links are fluid: every flow gets the
 //!   smallest of its fair shares of the sender's uplink, the receiver's downlink and, for Hub
 //!   flows, the Hub's capacity, recomputed every tick. RTT and protocol overheads are ignored.
-//! - **Under study, off by default:** peer exchange (`peer_exchange`): each answer also names a
-//!   few of the answerer's other recent askers, so hosts the DHT does not list become sources.
-//!   The mesh does not do this yet; the option measures what it would give.
+//!   Peer exchange as the mesh does it (`peer_exchange`, [`crate::wire::MAX_PEER_HINTS`]): each
+//!   answer also names up to that many of the answerer's other recent askers, the most recent
+//!   first, and the asker keeps them in its view as sources (never as stripe owners).
 //!
 //! The same model runs with the mesh off (every host from the Hub alone) and with one host, so a
 //! report carries its own baselines.
@@ -34,8 +34,8 @@ use crate::node::{NodeId, NodeKey, Topology};
 use crate::scheduler::{proximity, Fault, Request, Scheduler, Source};
 use crate::store::Bitmap;
 
-/// Recent askers a host remembers per blob (for peer exchange).
-const MAX_ASKERS: usize = 64;
+/// Recent askers a host remembers per blob (for peer exchange), as the mesh's store.
+const MAX_ASKERS: usize = crate::mesh::local::MAX_ASKERS_PER_BLOB;
 
 /// One transfer in flight: chunks `next..end` of blob `blob` from `source` to host `dst`.
 struct Flow {
@@ -71,7 +71,8 @@ struct Host {
     seen: Vec<Vec<(usize, u64)>>,
     /// Per blob, peers learned from other peers' answers (`peer_exchange`), beyond the DHT's.
     learned: Vec<Vec<usize>>,
-    /// Per blob, the hosts that asked this one lately, most recent first (at most `MAX_ASKERS`).
+    /// Per blob, the hosts that asked this one, most recent first (at most `MAX_ASKERS`; the mesh
+    /// also forgets askers after a minute, which a pull of this model never reaches per file).
     askers: Vec<Vec<usize>>,
     next_refresh: f64,
     /// When its schedulers must plan again (an event, or their next deadline).
@@ -341,11 +342,8 @@ impl<'a> Sim<'a> {
     /// `peer_exchange` its answer names up to that many of its other recent askers, which `i`
     /// keeps (its view holds at most `max_providers` peers).
     fn ask(&mut self, i: usize, j: usize, b: usize) {
-        let askers = &mut self.hosts[j].askers[b];
-        askers.retain(|&a| a != i);
-        askers.insert(0, i);
-        askers.truncate(MAX_ASKERS);
         if self.p.peer_exchange > 0 {
+            // As `LocalStore::swarm` names them: the most recent first.
             let hints: Vec<usize> = self.hosts[j].askers[b]
                 .iter()
                 .copied()
@@ -359,6 +357,10 @@ impl<'a> Sim<'a> {
                 }
             }
         }
+        let askers = &mut self.hosts[j].askers[b];
+        askers.retain(|&a| a != i);
+        askers.insert(0, i);
+        askers.truncate(MAX_ASKERS);
         let version = self.hosts[j].versions[b];
         let seen = &mut self.hosts[i].seen[b];
         match seen.iter_mut().find(|(k, _)| *k == j) {

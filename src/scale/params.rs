@@ -75,10 +75,9 @@ pub struct ScaleParams {
     pub max_blobs: usize,
     /// Seconds between two refreshes of a host's view of its providers (`MeshConfig::refresh`).
     pub refresh_secs: f64,
-    /// Peer exchange, a design under study that the mesh does not have yet: each answer to "what
-    /// do you hold" also names up to this many of the answerer's other recent askers, and the
-    /// asker adds them to its view (sources only: stripe owners stay the DHT's providers).
-    /// 0 (the default) is the mesh as it is.
+    /// Peer exchange: each answer to "what do you hold" also names up to this many of the
+    /// answerer's other recent askers, and the asker adds them to its view (sources only: stripe
+    /// owners stay the DHT's providers). The mesh's is `wire::MAX_PEER_HINTS`; 0 turns it off.
     pub peer_exchange: usize,
     /// Chunk requests a host serves at once; more are refused as busy
     /// (`transfer::config::UPLOAD_SLOTS`; 0: no limit).
@@ -116,7 +115,7 @@ impl Default for ScaleParams {
             gather_secs: 0.5,
             refresh_secs: 0.25,
             upload_slots: crate::transfer::config::UPLOAD_SLOTS,
-            peer_exchange: 0,
+            peer_exchange: crate::wire::MAX_PEER_HINTS,
             tick_secs: 0.05,
             sample_secs: 1.0,
             time_limit_secs: 7200.0,
@@ -395,8 +394,8 @@ impl ScaleComparison {
                 n => n.to_string(),
             },
             match p.peer_exchange {
-                0 => String::new(),
-                n => format!(", peer exchange {n} per answer (not in the mesh yet)"),
+                0 => ", no peer exchange".to_string(),
+                n => format!(", peer exchange {n} per answer"),
             },
             p.failure
                 .as_ref()

@@ -409,6 +409,26 @@ impl PeerConn {
         Ok(answer)
     }
 
+    /// Peer exchange: which chunks of `etag` the peer holds (`None`: nothing) and other nodes that
+    /// asked it about the blob lately. `listed`: the peer was found in the DHT's provider list.
+    pub async fn swarm(
+        &self,
+        etag: &Etag,
+        listed: bool,
+    ) -> Result<(Option<Bitmap>, Vec<crate::wire::PeerHint>), TransferError> {
+        let request = Request::Swarm {
+            etag: etag.clone(),
+            listed,
+        };
+        let mut x = self.request(&request).await?;
+        let answer = match x.one().await? {
+            Response::Swarm { have, others } => (have, others),
+            other => return Err(self.unexpected(&other, "swarm")),
+        };
+        self.counters.sample(&self.conn);
+        Ok(answer)
+    }
+
     /// The BLAKE3 hash of each chunk of `etag` the peer vouches for; `None` if it holds nothing.
     pub async fn hashes(
         &self,

@@ -56,6 +56,19 @@ pub trait ChunkSource: Send + Sync + 'static {
         let _ = etag;
         None
     }
+    /// Peer exchange: which chunks of `etag` are here (as [`ChunkSource::have`]; `listed` says
+    /// whether the asker found this node in the DHT's provider list) and up to
+    /// [`MAX_PEER_HINTS`](crate::wire::MAX_PEER_HINTS) other nodes that asked lately; `asker` is
+    /// remembered for the next ones. The default names nobody.
+    fn swarm(
+        &self,
+        etag: &Etag,
+        asker: &crate::wire::PeerHint,
+        listed: bool,
+    ) -> (Option<Bitmap>, Vec<crate::wire::PeerHint>) {
+        let _ = (asker, listed);
+        (self.have(etag), Vec::new())
+    }
     /// What this node holds, for operators: its complete snapshots and its blobs, cut to the
     /// caps of [`Holdings`]. The default holds nothing, which is a valid answer.
     fn holdings(&self) -> Holdings {

@@ -13,8 +13,8 @@ use super::config::{FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, HELLO_TIMEOUT};
 use super::hello::{self, Role};
 use super::stats::Counters;
 use super::{io, tls, Shared, TransferError};
-use crate::node::NodeId;
-use crate::wire::{CloseCode, ErrorCode, Request, Response, CHUNK_SIZE};
+use crate::node::{NodeId, Topology};
+use crate::wire::{CloseCode, ErrorCode, PeerHint, Request, Response, CHUNK_SIZE, MAX_PEER_HINTS};
 
 /// Accepts connections until shutdown; each is served on its own task.
 pub(crate) async fn accept_loop(shared: Arc<Shared>) {
@@ -45,14 +45,21 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let Some(peer) = tls::peer_id(&conn) else {
         return close(&conn, CloseCode::BadHello, "no ed25519 certificate");
     };
-    match timeout(HELLO_TIMEOUT, server_hello(&shared, &conn, peer)).await {
-        Ok(Ok(())) => {}
+    let topology = match timeout(HELLO_TIMEOUT, server_hello(&shared, &conn, peer)).await {
+        Ok(Ok(topology)) => topology,
         Ok(Err(e)) => {
             warn!(%peer, %remote, "refusing peer: {e}");
             return close(&conn, CloseCode::BadHello, "bad hello");
         }
         Err(_) => return close(&conn, CloseCode::BadHello, "no hello in time"),
-    }
+    };
+    // Who the client is, as peer exchange names it to others: one endpoint both dials and
+    // serves, so the address it dials from is the one it serves on.
+    let asker = Arc::new(PeerHint {
+        node: peer,
+        addr: conn.remote_address(),
+        topology,
+    });
     let counters = shared.stats.get(peer);
     counters.sample(&conn);
     loop {
@@ -63,10 +70,15 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
                 Err(e) => { debug!(%peer, "connection ended: {e}"); break }
             },
         };
-        let (s, c, k) = (shared.clone(), conn.clone(), counters.clone());
+        let (s, c, k, a) = (
+            shared.clone(),
+            conn.clone(),
+            counters.clone(),
+            asker.clone(),
+        );
         shared.tracker.spawn(async move {
             // The streams outlive the close: dropping a send stream first would finish it cleanly.
-            if let Err(e) = serve_stream(&s, &c, peer, &k, &mut send, &mut recv).await {
+            if let Err(e) = serve_stream(&s, &c, &a, &k, &mut send, &mut recv).await {
                 if e.is_peer_fault() {
                     warn!(%peer, "closing connection: {e}");
                     close(&c, CloseCode::Protocol, &e.to_string());
@@ -79,12 +91,13 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
 }
 
-/// Reads the client's hello from the first stream and answers with ours once it verifies.
+/// Reads the client's hello from the first stream and answers with ours once it verifies;
+/// returns the client's topology.
 async fn server_hello(
     shared: &Shared,
     conn: &quinn::Connection,
     peer: NodeId,
-) -> Result<(), TransferError> {
+) -> Result<Topology, TransferError> {
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
@@ -103,7 +116,7 @@ async fn hello_exchange(
     peer: NodeId,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
-) -> Result<(), TransferError> {
+) -> Result<Topology, TransferError> {
     let hello = match io::read_frame::<Request>(recv, peer).await? {
         Some((Request::Hello(h), _)) => h,
         _ => {
@@ -124,18 +137,19 @@ async fn hello_exchange(
     )?;
     io::write_frame(send, peer, &Response::Hello(ours)).await?;
     let _ = send.finish();
-    Ok(())
+    Ok(hello.topology)
 }
 
 /// Answers the one request of a stream.
 async fn serve_stream(
     shared: &Arc<Shared>,
     conn: &quinn::Connection,
-    peer: NodeId,
+    asker: &Arc<PeerHint>,
     counters: &Counters,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> Result<(), TransferError> {
+    let peer = asker.node;
     let request = match timeout(FRAME_TIMEOUT, io::read_frame::<Request>(recv, peer)).await {
         Err(_) => {
             return Err(TransferError::Timeout {
@@ -169,6 +183,15 @@ async fn serve_stream(
         Request::Holdings => blocking(move || source.holdings())
             .await
             .map(Response::Holdings),
+        Request::Swarm { etag, listed } => {
+            let asker = asker.clone();
+            blocking(move || source.swarm(&etag, &asker, listed))
+                .await
+                .map(|(have, mut others)| {
+                    others.truncate(MAX_PEER_HINTS);
+                    Response::Swarm { have, others }
+                })
+        }
         Request::Chunks { etag, first, count } => {
             // Held until the peer has every byte: a slot is a request on the wire.
             let Ok(_slot) = shared.upload_slots().clone().try_acquire_owned() else {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::message::{Hello, Request, Response};
 use super::{
     MAX_CONTROL_FRAME, MAX_ERROR_MESSAGE, MAX_HAVE_FRAME, MAX_HOLDINGS_FRAME, MAX_MANIFEST_FRAME,
+    MAX_SWARM_FRAME,
 };
 
 /// Length of a frame header: one kind byte and a big-endian `u32` body length.
@@ -19,6 +20,7 @@ mod kind {
     pub const REQ_CHUNKS: u8 = 0x04;
     pub const REQ_HASHES: u8 = 0x05;
     pub const REQ_HOLDINGS: u8 = 0x06;
+    pub const REQ_SWARM: u8 = 0x07;
     pub const RESP_HELLO: u8 = 0x81;
     pub const RESP_MANIFEST: u8 = 0x82;
     pub const RESP_HAVE: u8 = 0x83;
@@ -27,6 +29,7 @@ mod kind {
     pub const RESP_ERROR: u8 = 0x86;
     pub const RESP_HASHES: u8 = 0x87;
     pub const RESP_HOLDINGS: u8 = 0x88;
+    pub const RESP_SWARM: u8 = 0x89;
 }
 
 /// Why bytes from a peer are not a valid frame. Every variant is the sender's fault.
@@ -178,6 +181,7 @@ impl Message for Request {
             Request::Hashes { .. } => kind::REQ_HASHES,
             Request::Chunks { .. } => kind::REQ_CHUNKS,
             Request::Holdings => kind::REQ_HOLDINGS,
+            Request::Swarm { .. } => kind::REQ_SWARM,
         }
     }
 
@@ -190,6 +194,7 @@ impl Message for Request {
                 | kind::REQ_CHUNKS
                 | kind::REQ_HASHES
                 | kind::REQ_HOLDINGS
+                | kind::REQ_SWARM
         )
         .then_some(MAX_CONTROL_FRAME)
     }
@@ -202,6 +207,7 @@ impl Message for Request {
             Request::Hashes { etag } => put(etag, out),
             Request::Chunks { etag, first, count } => put(&(etag, first, count), out),
             Request::Holdings => put(&(), out),
+            Request::Swarm { etag, listed } => put(&(etag, listed), out),
         }
     }
 
@@ -222,6 +228,10 @@ impl Message for Request {
                 exact::<()>(body)?;
                 Request::Holdings
             }
+            kind::REQ_SWARM => {
+                let (etag, listed) = exact(body)?;
+                Request::Swarm { etag, listed }
+            }
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -239,6 +249,7 @@ impl Message for Response {
             Response::Have(_) => kind::RESP_HAVE,
             Response::Hashes(_) => kind::RESP_HASHES,
             Response::Holdings(_) => kind::RESP_HOLDINGS,
+            Response::Swarm { .. } => kind::RESP_SWARM,
             Response::Chunk { .. } => kind::RESP_CHUNK,
             Response::Missing { .. } => kind::RESP_MISSING,
             Response::Error { .. } => kind::RESP_ERROR,
@@ -253,6 +264,7 @@ impl Message for Response {
             kind::RESP_HAVE => Some(MAX_HAVE_FRAME),
             kind::RESP_MANIFEST | kind::RESP_HASHES => Some(MAX_MANIFEST_FRAME),
             kind::RESP_HOLDINGS => Some(MAX_HOLDINGS_FRAME),
+            kind::RESP_SWARM => Some(MAX_SWARM_FRAME),
             _ => None,
         }
     }
@@ -264,6 +276,7 @@ impl Message for Response {
             Response::Have(b) => put(b, out),
             Response::Hashes(h) => put(h, out),
             Response::Holdings(h) => put(h, out),
+            Response::Swarm { have, others } => put(&(have, others), out),
             Response::Chunk { index, len } => put(&(index, len), out),
             Response::Missing { index } => put(index, out),
             Response::Error { code, message } => {
@@ -283,6 +296,10 @@ impl Message for Response {
             kind::RESP_HAVE => Response::Have(exact(body)?),
             kind::RESP_HASHES => Response::Hashes(exact(body)?),
             kind::RESP_HOLDINGS => Response::Holdings(exact(body)?),
+            kind::RESP_SWARM => {
+                let (have, others) = exact(body)?;
+                Response::Swarm { have, others }
+            }
             kind::RESP_CHUNK => {
                 let (index, len) = exact(body)?;
                 Response::Chunk { index, len }

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::holdings::Holdings;
-use super::{frame::WireError, CHUNK_SIZE, MAX_CHUNKS_PER_REQUEST, PROTOCOL_VERSION};
+use super::{
+    frame::WireError, CHUNK_SIZE, MAX_CHUNKS_PER_REQUEST, MAX_PEER_HINTS, PROTOCOL_VERSION,
+};
 use crate::etag::Etag;
 use crate::manifest::{SignedManifest, MAX_MANIFEST_BYTES};
 use crate::node::{NodeId, Topology};
@@ -22,6 +24,18 @@ pub struct Hello {
     /// Keyed BLAKE3 of keying material exported from this TLS session, keyed with the cluster's
     /// hello key (`ClusterSecret::hello_key`); differs per role.
     pub mac: [u8; super::MAC_LEN],
+}
+
+/// Another node pulling a blob, as named in a [`Response::Swarm`]: how to reach it (its QUIC
+/// address) and where it sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHint {
+    /// Its node id (the dialler checks it against the TLS certificate).
+    pub node: NodeId,
+    /// Its QUIC endpoint, as the answering node saw it.
+    pub addr: std::net::SocketAddr,
+    /// Its zone and rack, from its hello.
+    pub topology: Topology,
 }
 
 /// What a client asks. One request per stream (the hello on the first).
@@ -63,6 +77,18 @@ pub enum Request {
     /// What the server holds: its complete snapshots and its blobs, complete or partial (for
     /// operators; the pull path never asks it).
     Holdings,
+    /// Which chunks of a blob the server holds, and up to [`MAX_PEER_HINTS`] other nodes that
+    /// asked it about the blob lately (peer exchange: the DHT lists only a few providers per
+    /// key, so pullers learn of the rest from each other). The server remembers the asker for
+    /// the next ones.
+    Swarm {
+        /// The blob.
+        etag: Etag,
+        /// Whether the asker found the server in the DHT's provider list. Only such asks make the
+        /// server count itself among the blob's co-pullers (stripe owners), whom every puller
+        /// must see alike.
+        listed: bool,
+    },
 }
 
 /// What a server answers.
@@ -78,6 +104,13 @@ pub enum Response {
     Hashes(Option<Vec<Option<[u8; 32]>>>),
     /// What the server holds, cut to the caps of [`Holdings`].
     Holdings(Holdings),
+    /// The answer to [`Request::Swarm`].
+    Swarm {
+        /// The chunks held, or `None` when the server holds nothing of the blob.
+        have: Option<Bitmap>,
+        /// Other nodes that asked about the blob lately (at most [`MAX_PEER_HINTS`]).
+        others: Vec<PeerHint>,
+    },
     /// Chunk `index` follows as `len` raw bytes (`len <= CHUNK_SIZE`).
     Chunk {
         /// Chunk index.
@@ -149,6 +182,17 @@ fn validate_hello(h: &Hello) -> Result<(), WireError> {
     Ok(())
 }
 
+fn validate_bitmap(b: &Bitmap) -> Result<(), WireError> {
+    if b.len() > MAX_CHUNKS || b.bits().len() as u64 != b.len().div_ceil(8) {
+        return Err(WireError::Invalid(format!(
+            "bitmap of {} chunks with {} bytes of bits",
+            b.len(),
+            b.bits().len()
+        )));
+    }
+    Ok(())
+}
+
 impl Request {
     /// Checks what the types alone do not: a known version, a chunk range inside
     /// `0..MAX_CHUNKS` and at most [`MAX_CHUNKS_PER_REQUEST`] chunks.
@@ -158,7 +202,8 @@ impl Request {
             Request::Manifest { .. }
             | Request::Have { .. }
             | Request::Hashes { .. }
-            | Request::Holdings => Ok(()),
+            | Request::Holdings
+            | Request::Swarm { .. } => Ok(()),
             Request::Chunks { first, count, .. } => {
                 if *count == 0 || *count > MAX_CHUNKS_PER_REQUEST {
                     return Err(WireError::Invalid(format!(
@@ -203,15 +248,12 @@ impl Response {
                 }
                 Ok(())
             }
-            Response::Have(Some(b)) => {
-                if b.len() > MAX_CHUNKS || b.bits().len() as u64 != b.len().div_ceil(8) {
-                    return Err(WireError::Invalid(format!(
-                        "bitmap of {} chunks with {} bytes of bits",
-                        b.len(),
-                        b.bits().len()
-                    )));
+            Response::Have(Some(b)) => validate_bitmap(b),
+            Response::Swarm { have, others } => {
+                if others.len() > MAX_PEER_HINTS {
+                    return Err(WireError::Invalid(format!("{} peer hints", others.len())));
                 }
-                Ok(())
+                have.as_ref().map_or(Ok(()), validate_bitmap)
             }
             Response::Chunk { index, len } => {
                 if *index >= MAX_CHUNKS || u64::from(*len) > CHUNK_SIZE {

@@ -3,7 +3,7 @@
 //!
 //! # Connection and streams
 //!
-//! A connection is QUIC with ALPN [`ALPN`] (`hfmesh/1`). The client opens the first
+//! A connection is QUIC with ALPN [`ALPN`] (`hfmesh/2`; version 2 added [`Request::Swarm`]). The client opens the first
 //! bidirectional stream and sends [`Request::Hello`]; the server answers [`Response::Hello`].
 //! Every later request opens its own bidirectional stream: the client writes one request frame
 //! and finishes its side; the server writes the response frames and finishes its side.
@@ -17,7 +17,8 @@
 //!
 //! The 5-byte header is checked before anything is allocated: an unknown `kind`, or a `len`
 //! above that kind's limit ([`MAX_CONTROL_FRAME`] for most, [`MAX_HAVE_FRAME`] for a bitmap,
-//! [`MAX_MANIFEST_FRAME`] for a manifest, [`MAX_HOLDINGS_FRAME`] for a holdings list), is an
+//! [`MAX_MANIFEST_FRAME`] for a manifest, [`MAX_HOLDINGS_FRAME`] for a holdings list,
+//! [`MAX_SWARM_FRAME`] for a bitmap with peer hints), is an
 //! error. A chunk's raw payload follows its header
 //! frame and is at most [`CHUNK_SIZE`] bytes. Bodies are `postcard` (a maintained, compact,
 //! serde-based format; `bincode` is not used, see `STYLE.md`) and must be consumed exactly:
@@ -34,16 +35,23 @@ pub use frame::{
     decode, decode_body, encode, parse_header, Decoded, Header, Message, WireError, HEADER_LEN,
 };
 pub use holdings::{HeldBlob, HeldSnapshot, Holdings, MAX_HELD_BLOBS, MAX_HELD_SNAPSHOTS};
-pub use message::{CloseCode, ErrorCode, Hello, Request, Response};
+pub use message::{CloseCode, ErrorCode, Hello, PeerHint, Request, Response};
 
 use crate::manifest::MAX_MANIFEST_BYTES;
 use crate::store::bitmap::MAX_CHUNKS;
 
 /// The TLS ALPN of this protocol version. A peer speaking another version fails the handshake.
-pub const ALPN: &[u8] = b"hfmesh/1";
+pub const ALPN: &[u8] = b"hfmesh/2";
 
 /// Version carried in the hellos (the same number as in [`ALPN`]).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Most peers one `Swarm` answer names.
+pub const MAX_PEER_HINTS: usize = 8;
+
+/// Largest body of a `Swarm` answer: a bitmap as in `Have`, and [`MAX_PEER_HINTS`] peers whose
+/// topology labels together fit a control frame.
+pub const MAX_SWARM_FRAME: usize = MAX_HAVE_FRAME + MAX_CONTROL_FRAME;
 
 /// Largest body of a control frame (hello, requests, chunk headers, errors): 64 KiB.
 pub const MAX_CONTROL_FRAME: usize = 64 << 10;

@@ -37,6 +37,10 @@ fn requests() -> Vec<Request> {
             count: MAX_CHUNKS_PER_REQUEST,
         },
         Request::Holdings,
+        Request::Swarm {
+            etag: etag(),
+            listed: true,
+        },
     ]
 }
 
@@ -81,6 +85,14 @@ fn responses() -> Vec<Response> {
         },
         Response::Missing { index: 6 },
         Response::Holdings(Holdings::default()),
+        Response::Swarm {
+            have: None,
+            others: vec![],
+        },
+        Response::Swarm {
+            have: Some(Bitmap::full(9)),
+            others: vec![hint(1); MAX_PEER_HINTS],
+        },
         Response::Holdings(Holdings {
             snapshots: vec![held_snapshot("acme/x")],
             blobs: vec![held_blob("ab", 4), held_blob("cd", 1)],
@@ -237,9 +249,31 @@ fn counts_and_indices_beyond_their_bounds_are_refused() {
         .unwrap(),
     );
     assert!(decode::<Response>(&too_many).is_err());
-    let mut old = hello();
-    old.version = 2;
-    assert!(decode::<Request>(&raw_frame(0x01, &postcard::to_stdvec(&old).unwrap())).is_err());
+    for version in [1, PROTOCOL_VERSION + 1] {
+        let mut other = hello();
+        other.version = version;
+        let frame = raw_frame(0x01, &postcard::to_stdvec(&other).unwrap());
+        assert!(decode::<Request>(&frame).is_err(), "version {version}");
+    }
+    // More peer hints than an answer may carry.
+    let crowd = Response::Swarm {
+        have: None,
+        others: vec![hint(2); MAX_PEER_HINTS + 1],
+    };
+    let body = postcard::to_stdvec(&(None::<Bitmap>, vec![hint(2); MAX_PEER_HINTS + 1])).unwrap();
+    assert!(crowd.validate().is_err());
+    assert!(decode::<Response>(&raw_frame(0x89, &body)).is_err());
+}
+
+fn hint(n: u8) -> PeerHint {
+    PeerHint {
+        node: NodeKey::from_secret([n; 32]).id(),
+        addr: ([10, 0, 0, n], 4002).into(),
+        topology: Topology {
+            zone: Some("z1".into()),
+            rack: Some(format!("r{n}")),
+        },
+    }
 }
 
 #[test]
