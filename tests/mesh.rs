@@ -66,7 +66,11 @@ impl Net {
             discovery,
             peers: Arc::new(self.peers.clone()),
             store,
-            cfg: MeshConfig::default(),
+            // The directory of a test may keep fewer providers than a real DHT.
+            cfg: MeshConfig {
+                exchange_after: self.directory.providers_per_key().unwrap_or(usize::MAX),
+                ..MeshConfig::default()
+            },
             counters: Arc::new(MeshCounters::default()),
         }
     }

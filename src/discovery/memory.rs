@@ -36,6 +36,11 @@ impl MemoryDirectory {
         d
     }
 
+    /// Provider records kept per key, if capped.
+    pub fn providers_per_key(&self) -> Option<usize> {
+        self.lock().cap
+    }
+
     /// A member of the directory for `node`.
     pub fn join(&self, node: NodeInfo) -> MemoryDiscovery {
         self.lock().nodes.insert(node.id, node.clone());

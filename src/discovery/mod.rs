@@ -60,6 +60,10 @@ pub struct NodeInfo {
     pub topology: Topology,
 }
 
+/// Provider records the DHT keeps per key (libp2p Kademlia's record store default): past this
+/// many nodes holding a blob, the others are found by peer exchange.
+pub const DHT_PROVIDERS_PER_KEY: usize = 20;
+
 /// A failed discovery operation.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {

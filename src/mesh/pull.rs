@@ -72,6 +72,11 @@ pub struct MeshConfig {
     pub gather: Duration,
     /// Most providers asked per lookup.
     pub max_providers: usize,
+    /// Peers learned by peer exchange are asked only when a lookup finds at least this many
+    /// providers: the DHT's list is full (libp2p keeps 20 per key; a listed node sees 19
+    /// others), so there are pullers it cannot list. Below that, every puller is listed and
+    /// peer exchange would add nothing but questions.
+    pub exchange_after: usize,
     /// Consecutive failed Hub requests for one blob before the pull fails.
     pub max_hub_failures: u32,
     /// The node's bandwidth limits: pulls pay `download` for every byte from peers or the Hub;
@@ -80,7 +85,8 @@ pub struct MeshConfig {
 }
 
 impl Default for MeshConfig {
-    /// 4 blobs at once, refresh every 250 ms, 500 ms gather window, 32 providers, 6 Hub failures.
+    /// 4 blobs at once, refresh every 250 ms, 500 ms gather window, 32 providers, peer exchange
+    /// from 19 providers found, 6 Hub failures.
     fn default() -> Self {
         MeshConfig {
             sched: SchedConfig::default(),
@@ -88,6 +94,7 @@ impl Default for MeshConfig {
             refresh: Duration::from_millis(250),
             gather: Duration::from_millis(500),
             max_providers: 32,
+            exchange_after: crate::discovery::DHT_PROVIDERS_PER_KEY - 1,
             max_hub_failures: 6,
             limits: Limits::default(),
         }
@@ -762,9 +769,9 @@ impl BlobFetch<'_> {
     }
 
     /// Starts a refresh of who holds the blob and what: the provider lookup, then one question
-    /// per provider not in `skip`, and one per peer `learned` from earlier answers (peer
-    /// exchange) while there is room for it among `max_providers`; each answer comes out of the
-    /// stream as it arrives.
+    /// per provider not in `skip`, and, when the DHT's list is full (`exchange_after`), one per
+    /// peer `learned` from earlier answers (peer exchange) while there is room for it among
+    /// `max_providers`; each answer comes out of the stream as it arrives.
     fn lookup(
         &self,
         key: ContentKey,
@@ -792,7 +799,10 @@ impl BlobFetch<'_> {
             }
         })
         .flat_map(move |providers| {
-            let room = m.cfg.max_providers.saturating_sub(providers.len());
+            let room = match providers.len() >= m.cfg.exchange_after {
+                true => m.cfg.max_providers.saturating_sub(providers.len()),
+                false => 0,
+            };
             let extra: Vec<NodeInfo> = learned
                 .iter()
                 .filter(|p| !providers.iter().any(|q| q.id == p.id))

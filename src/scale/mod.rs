@@ -297,9 +297,13 @@ impl<'a> Sim<'a> {
                     .take(self.p.max_providers)
                     .collect();
                 let mut view = found.clone();
-                for &j in &self.hosts[i].learned[b] {
-                    if view.len() < self.p.max_providers && !view.contains(&j) {
-                        view.push(j);
+                // As the mesh (`MeshConfig::exchange_after`): learned peers only once the DHT's
+                // list is full.
+                if found.len() + 1 >= self.p.providers_per_key {
+                    for &j in &self.hosts[i].learned[b] {
+                        if view.len() < self.p.max_providers && !view.contains(&j) {
+                            view.push(j);
+                        }
                     }
                 }
                 let mut pullers = Vec::new();

@@ -109,7 +109,7 @@ impl Default for ScaleParams {
             arrival: Arrival::AllAtOnce,
             seed: 1,
             failure: None,
-            providers_per_key: 20,
+            providers_per_key: crate::discovery::DHT_PROVIDERS_PER_KEY,
             max_providers: 32,
             max_blobs: 4,
             gather_secs: 0.5,
