@@ -102,6 +102,19 @@ fn same_model_as(holder: &Mesh, r: &hfmesh::mesh::MeshReport) {
     );
 }
 
+/// The pull `r` took every byte from peers, and the Hub (its counters reset before) served no
+/// file bytes; the model is `holder`'s.
+fn all_from_peers(hub: &Emulator, holder: &Mesh, r: &hfmesh::mesh::MeshReport) {
+    assert_eq!(r.bytes_from_peers, MEDIUM_SIZE, "all of it from peers");
+    assert_eq!(r.bytes_from_hub, 0);
+    assert_eq!(
+        hub.stats().bytes_served,
+        0,
+        "the Hub was asked for file bytes"
+    );
+    same_model_as(holder, r);
+}
+
 fn same_file(a: &std::path::Path, b: &std::path::Path) {
     let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
     assert!(x == y, "{} and {} differ", a.display(), b.display());
@@ -172,17 +185,7 @@ async fn a_holder_that_is_busy_is_asked_again_later_not_bypassed_or_banned() {
         0,
         "every refusal was met"
     );
-    assert_eq!(
-        r.bytes_from_peers, MEDIUM_SIZE,
-        "all of it from the busy holder"
-    );
-    assert_eq!(r.bytes_from_hub, 0);
-    assert_eq!(
-        hub.stats().bytes_served,
-        0,
-        "the Hub was never asked for file bytes"
-    );
-    same_model_as(&holder, &r);
+    all_from_peers(&hub, &holder, &r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,14 +206,7 @@ async fn a_node_the_dht_does_not_list_serves_others_through_peer_exchange() {
         .await
         .expect("the third node found a source")
         .unwrap();
-    assert_eq!(r.bytes_from_peers, MEDIUM_SIZE, "all of it from node 2");
-    assert_eq!(r.bytes_from_hub, 0);
-    assert_eq!(
-        hub.stats().bytes_served,
-        0,
-        "the Hub was never asked for file bytes"
-    );
-    same_model_as(&holder, &r);
+    all_from_peers(&hub, &holder, &r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

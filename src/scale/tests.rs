@@ -17,6 +17,17 @@ fn small() -> ScaleParams {
     }
 }
 
+/// 64 hosts in 8 racks, 800 MiB in 4 files, otherwise [`small`].
+fn crowd() -> ScaleParams {
+    ScaleParams {
+        hosts: 64,
+        racks_per_zone: 4,
+        model_bytes: 800 << 20,
+        files: 4,
+        ..small()
+    }
+}
+
 #[test]
 fn one_host_takes_the_model_at_the_hub_rate() {
     let p = ScaleParams {
@@ -146,13 +157,7 @@ fn a_real_run_scenario_becomes_the_same_model() {
 fn upload_slots_spread_the_serving_over_many_hosts() {
     // 64 hosts on links ten times the Hub: without a cap, the host that takes a chunk from the
     // Hub first serves it to everyone at once and carries a large share of all bytes.
-    let p = ScaleParams {
-        hosts: 64,
-        racks_per_zone: 4,
-        model_bytes: 800 << 20,
-        files: 4,
-        ..small()
-    };
+    let p = crowd();
     let capped = run(&p, true);
     let unlimited = run(
         &ScaleParams {
@@ -185,12 +190,8 @@ fn upload_slots_spread_the_serving_over_many_hosts() {
 fn peer_exchange_lets_hosts_the_dht_does_not_list_serve_each_other() {
     // The DHT lists 4 providers per file: without peer exchange only those 4 serve the other 60.
     let p = ScaleParams {
-        hosts: 64,
-        racks_per_zone: 4,
-        model_bytes: 800 << 20,
-        files: 4,
         providers_per_key: 4,
-        ..small()
+        ..crowd()
     };
     let exchanged = run(&p, true);
     let listed_only = run(
