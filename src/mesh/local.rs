@@ -58,6 +58,17 @@ struct Inner {
 }
 
 impl Inner {
+    /// Remembers that a peer asked about `etag` at `now` (see [`LocalStore::asked_since`]).
+    fn note_asked(&mut self, etag: &Etag, now: Instant) {
+        if self.asked.len() >= MAX_ASKED && !self.asked.contains_key(etag) {
+            self.asked
+                .retain(|_, t| now.duration_since(*t) < ASKED_MEMORY);
+        }
+        if self.asked.len() < MAX_ASKED || self.asked.contains_key(etag) {
+            self.asked.insert(etag.clone(), now);
+        }
+    }
+
     /// Which chunks of `etag` are here.
     fn bitmap(&self, etag: &Etag) -> Option<Bitmap> {
         match self.blobs.get(etag)? {
@@ -322,15 +333,7 @@ impl LocalStore {
     /// (see [`LocalStore::asked_since`]).
     pub fn have(&self, etag: &Etag) -> Option<Bitmap> {
         let mut inner = self.lock();
-        let now = Instant::now();
-        if inner.asked.len() >= MAX_ASKED && !inner.asked.contains_key(etag) {
-            inner
-                .asked
-                .retain(|_, t| now.duration_since(*t) < ASKED_MEMORY);
-        }
-        if inner.asked.len() < MAX_ASKED || inner.asked.contains_key(etag) {
-            inner.asked.insert(etag.clone(), now);
-        }
+        inner.note_asked(etag, Instant::now());
         inner.bitmap(etag)
     }
 
@@ -346,12 +349,12 @@ impl LocalStore {
         asker: &PeerHint,
         listed: bool,
     ) -> (Option<Bitmap>, Vec<PeerHint>) {
-        let have = match listed {
-            true => self.have(etag),
-            false => self.lock().bitmap(etag),
-        };
         let mut inner = self.lock();
         let now = Instant::now();
+        if listed {
+            inner.note_asked(etag, now);
+        }
+        let have = inner.bitmap(etag);
         let fresh = |t: &Instant| now.duration_since(*t) < ASKED_MEMORY;
         if inner.askers.len() >= MAX_ASKED && !inner.askers.contains_key(etag) {
             inner

@@ -538,6 +538,16 @@ where
     refreshed.is_some_and(|t| t >= started + gather && t > changed)
 }
 
+/// How many peers learned by peer exchange a refresh asks besides the `found` providers: none
+/// until the DHT's list is full (`exchange_after`), then up to `max_providers` in all. Shared
+/// with the scale model.
+pub(crate) fn exchange_room(found: usize, exchange_after: usize, max_providers: usize) -> usize {
+    match found >= exchange_after {
+        true => max_providers.saturating_sub(found),
+        false => 0,
+    }
+}
+
 /// When a blob's first Hub request goes even if its co-pullers never settle.
 pub(crate) fn gather_deadline(started: Instant, gather: Duration) -> Instant {
     started + gather * MAX_GATHER_WINDOWS
@@ -799,10 +809,7 @@ impl BlobFetch<'_> {
             }
         })
         .flat_map(move |providers| {
-            let room = match providers.len() >= m.cfg.exchange_after {
-                true => m.cfg.max_providers.saturating_sub(providers.len()),
-                false => 0,
-            };
+            let room = exchange_room(providers.len(), m.cfg.exchange_after, m.cfg.max_providers);
             let extra: Vec<NodeInfo> = learned
                 .iter()
                 .filter(|p| !providers.iter().any(|q| q.id == p.id))

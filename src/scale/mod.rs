@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use params::{Arrival, ScaleComparison, ScaleParams, ScaleReport};
 
-use crate::mesh::pull::{pullers_settled, MAX_GATHER_WINDOWS};
+use crate::mesh::pull::{exchange_room, pullers_settled, MAX_GATHER_WINDOWS};
 use crate::node::{NodeId, NodeKey, Topology};
 use crate::scheduler::{proximity, Fault, Request, Scheduler, Source};
 use crate::store::Bitmap;
@@ -296,16 +296,13 @@ impl<'a> Sim<'a> {
                     .filter(|&j| j != i)
                     .take(self.p.max_providers)
                     .collect();
-                let mut view = found.clone();
-                // As the mesh (`MeshConfig::exchange_after`): learned peers only once the DHT's
-                // list is full.
-                if found.len() + 1 >= self.p.providers_per_key {
-                    for &j in &self.hosts[i].learned[b] {
-                        if view.len() < self.p.max_providers && !view.contains(&j) {
-                            view.push(j);
-                        }
-                    }
-                }
+                // As the mesh: learned peers only once the DHT's list is full (a listed host
+                // finds one fewer than the list holds, as `MeshConfig::exchange_after`).
+                let exchange_after = self.p.providers_per_key.saturating_sub(1);
+                let room = exchange_room(found.len(), exchange_after, self.p.max_providers);
+                let learned = self.hosts[i].learned[b].iter().copied();
+                let extra: Vec<usize> = learned.filter(|j| !found.contains(j)).take(room).collect();
+                let view: Vec<usize> = found.iter().copied().chain(extra).collect();
                 let mut pullers = Vec::new();
                 for &j in &view {
                     if !self.hosts[j].alive {

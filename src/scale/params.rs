@@ -245,8 +245,9 @@ impl ScaleParams {
     /// The scheduler's tuning for the simulated chunk size. Its timeouts are for 4 MiB chunks:
     /// a request may take `stall_timeout`, a stripe may go `origin_grace` without a chunk
     /// arriving and a busy peer is left alone for `busy_backoff`. With chunks `k` times larger
-    /// each request moves `k` times the bytes, so all three are stretched `k` times; otherwise a loaded peer's requests would count as stalled (and the
-    /// peer be banned) only because the model's chunks are coarse.
+    /// each request moves `k` times the bytes, so all three are stretched `k` times; otherwise a
+    /// loaded peer's requests would count as stalled (and the peer be banned) only because the
+    /// model's chunks are coarse.
     pub fn sched_config(&self) -> SchedConfig {
         let k = (self.chunk_bytes as f64 / crate::store::CHUNK_SIZE as f64).max(1.0);
         SchedConfig {
