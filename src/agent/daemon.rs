@@ -83,6 +83,8 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the node, the control API, the metrics endpoint and the preload.
     pub async fn start(config: Config) -> anyhow::Result<Arc<Daemon>> {
+        // Process-wide: every partial blob this agent opens from now on.
+        crate::store::partial::set_direct_io(config.direct_io);
         let eviction = Evictor::open(&config.node.state_dir)?;
         let env = |k: &str| std::env::var(k).ok();
         let node = if super::fault::corrupt_chunks(&env) {

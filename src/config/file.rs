@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub bootstrap: Option<Vec<String>>,
     /// Find peers by mDNS.
     pub mdns: Option<bool>,
+    /// Write downloaded chunks with `O_DIRECT` where possible.
+    pub direct_io: Option<bool>,
     /// Unix socket of the control API.
     pub control_socket: Option<PathBuf>,
     /// Metrics address, or `"off"`.

@@ -49,6 +49,12 @@ pub struct Flags {
           require_equals = true, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub mdns: Option<bool>,
+    /// Write downloaded chunks with O_DIRECT where the file system allows it, bypassing the
+    /// page cache (`--direct-io=false` writes through it) [default: true].
+    #[arg(long, env = "HFMESH_DIRECT_IO", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub direct_io: Option<bool>,
     /// Unix socket of the control API [default: <state_dir>/agent.sock].
     #[arg(long, env = "HFMESH_CONTROL_SOCKET", value_name = "PATH")]
     pub control_socket: Option<PathBuf>,

@@ -54,4 +54,7 @@ pub struct Config {
     pub quota: Option<Quota>,
     /// `RUNPOD_HUGGINGFACE_USER`, if set (reported, used in messages).
     pub hf_user: Option<String>,
+    /// Whether downloaded chunks are written with `O_DIRECT` where the file system allows it
+    /// (see `store::partial`).
+    pub direct_io: bool,
 }

@@ -172,6 +172,7 @@ impl Config {
             preload,
             quota,
             hf_user: env("RUNPOD_HUGGINGFACE_USER").filter(|u| !u.trim().is_empty()),
+            direct_io: flags.direct_io.or(file.direct_io).unwrap_or(true),
         })
     }
 }

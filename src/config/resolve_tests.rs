@@ -70,6 +70,7 @@ fn defaults() {
     assert_eq!(c.node.hub.endpoint.as_str(), "https://huggingface.co/");
     assert_eq!(c.node.provider_ttl, DEFAULT_PROVIDER_TTL);
     assert!(!c.node.mdns);
+    assert!(c.direct_io, "O_DIRECT writes by default");
     assert!(c.node.bootstrap.is_empty());
     assert_eq!(c.node.topology.zone, None);
     assert_eq!(c.quota, None);
@@ -96,6 +97,7 @@ fn flag_beats_file_beats_hf_conventions() {
         p2p_listen = "127.0.0.1:5001"
         bootstrap = ["10.0.0.1:4001"]
         mdns = true
+        direct_io = false
         metrics_listen = "off"
         provider_ttl = "10m"
     "#;
@@ -112,6 +114,7 @@ fn flag_beats_file_beats_hf_conventions() {
     assert_eq!(c.node.p2p_listen.to_string(), "127.0.0.1:5001");
     assert_eq!(c.node.bootstrap.len(), 1);
     assert!(c.node.mdns);
+    assert!(!c.direct_io);
     assert_eq!(c.metrics_listen, None);
     assert_eq!(c.node.provider_ttl, Duration::from_secs(600));
     // Flags over the file.
@@ -122,6 +125,7 @@ fn flag_beats_file_beats_hf_conventions() {
         p2p_listen: Some("127.0.0.1:6001".into()),
         bootstrap: vec!["10.0.0.2:4001".into(), "10.0.0.3:4001".into()],
         mdns: Some(false),
+        direct_io: Some(true),
         metrics_listen: Some("127.0.0.1:9999".into()),
         provider_ttl: Some("30s".into()),
         ..fx.flags.clone()
@@ -138,6 +142,7 @@ fn flag_beats_file_beats_hf_conventions() {
         "the flag's list replaces the file's"
     );
     assert!(!c.node.mdns);
+    assert!(c.direct_io);
     assert_eq!(c.metrics_listen.unwrap().port(), 9999);
     assert_eq!(c.node.provider_ttl, Duration::from_secs(30));
 }
@@ -399,4 +404,6 @@ fn flags_parse_like_before() {
     assert_eq!(t.f.mdns, Some(true));
     let t = T::try_parse_from(["t", "--mdns=false"]).unwrap();
     assert_eq!(t.f.mdns, Some(false));
+    let t = T::try_parse_from(["t", "--direct-io=false"]).unwrap();
+    assert_eq!(t.f.direct_io, Some(false));
 }

@@ -39,7 +39,7 @@ use crate::progress::{Origin, Progress};
 use crate::pull::{blocking, commit_verified, PullError};
 use crate::repo::{CommitId, RepoRef};
 use crate::scheduler::{proximity, Fault, Request, SchedConfig, Scheduler, Source};
-use crate::store::{chunk_count, chunk_range, PartialBlob, StoreError, CHUNK_SIZE};
+use crate::store::{chunk_count, chunk_range, ChunkBuf, PartialBlob, StoreError, CHUNK_SIZE};
 
 /// Longest time between two checkpoints of a partial blob's chunk record.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -1020,7 +1020,7 @@ fn origin(source: Source) -> Origin {
 /// Verifies each received chunk against its expected hash and writes the good ones, stopping at
 /// the first bad one. Returns the chunks written, the fault (if any) and the bytes written.
 fn write_verified(
-    partial: &PartialBlob,
+    partial: &Arc<PartialBlob>,
     request: &Request,
     chunks: impl IntoIterator<Item = (u64, Bytes)>,
     expected: &[Option<ChunkHash>],
@@ -1039,10 +1039,11 @@ fn write_verified(
             return (done, Some(Fault::BadChunk), bytes);
         }
         // A chunk complete already (a hedged duplicate) is not written again.
-        if partial.complete_chunk(index, &data, want).is_err() {
+        let len = data.len() as u64;
+        if partial.complete_chunk(index, data, want).is_err() {
             return (done, Some(Fault::Failed), bytes);
         }
-        bytes += data.len() as u64;
+        bytes += len;
         done.push(index);
     }
     let missing = done.len() as u64 != request.chunks.end - request.chunks.start;
@@ -1070,7 +1071,7 @@ async fn fetch_hub_chunks(
     };
     let mut done = Vec::new();
     let mut index = chunks.start;
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_SIZE as usize);
+    let mut buf = ChunkBuf::take(0);
     while index < chunks.end {
         match resp.chunk().await {
             Ok(Some(piece)) => {
@@ -1083,12 +1084,11 @@ async fn fetch_hub_chunks(
                     buf.extend_from_slice(&piece[..take]);
                     piece = &piece[take..];
                     if buf.len() == need {
-                        let data =
-                            std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_SIZE as usize));
+                        let data = std::mem::replace(&mut buf, ChunkBuf::take(0)).freeze();
                         let p = partial.clone();
                         let written = tokio::task::spawn_blocking(move || {
                             let hash = *blake3::hash(&data).as_bytes();
-                            p.complete_chunk(index, &data, hash).is_ok()
+                            p.complete_chunk(index, data, hash).is_ok()
                         })
                         .await
                         .unwrap_or(false);

@@ -450,9 +450,17 @@ impl Scheduler {
         let mut out = Vec::new();
         let n = self.local.len();
         let stripe_chunks = self.stripe_len();
-        // Each node scans from its own stripe onwards and wraps around, so that nodes following
-        // the same peers ask them for different chunks first, then trade those among themselves.
-        let start = (self.scan_from % n.div_ceil(stripe_chunks).max(1)) * stripe_chunks;
+        // Each node pulling along with others scans from its own stripe onwards and wraps
+        // around, so that nodes following the same peers ask them for different chunks first,
+        // then trade those among themselves. A node pulling alone scans in order: chunks then
+        // arrive about in order, and the etag hash takes them as they come instead of reading
+        // them back from the disk (see `store::partial`).
+        let alone = self.pullers.iter().all(|p| *p == self.me);
+        let start = if alone {
+            0
+        } else {
+            (self.scan_from % n.div_ceil(stripe_chunks).max(1)) * stripe_chunks
+        };
         // Stripes still waiting for their owner after this plan; the others stop waiting.
         let mut still_waiting: Vec<u64> = Vec::new();
         for (from, to) in [(start, n), (0, start.min(n))] {

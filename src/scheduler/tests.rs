@@ -560,6 +560,7 @@ fn nodes_following_one_peer_ask_it_for_different_chunks_first() {
             let mut s = Scheduler::new(SchedConfig::default(), id(n), b"etag", Bitmap::empty(64));
             (0..64).for_each(|i| s.set_verifiable(i));
             s.set_hub_allowed(false);
+            s.set_pullers((10..30u8).map(id).collect(), true);
             s.update_peer(id(1), Bitmap::full(64), 2, Duration::from_micros(300));
             let reqs = s.plan(now);
             assert_eq!(reqs.len(), 4, "{reqs:?}");
@@ -567,4 +568,23 @@ fn nodes_following_one_peer_ask_it_for_different_chunks_first() {
         })
         .collect();
     assert!(firsts.len() >= 8, "20 nodes start at {firsts:?}");
+}
+
+#[test]
+fn a_node_pulling_alone_asks_in_order() {
+    let now = Instant::now();
+    for n in 10..30u8 {
+        let mut s = Scheduler::new(SchedConfig::default(), id(n), b"etag", Bitmap::empty(64));
+        (0..64).for_each(|i| s.set_verifiable(i));
+        s.set_hub_allowed(false);
+        s.update_peer(id(1), Bitmap::full(64), 2, Duration::from_micros(300));
+        let mut asked = Vec::new();
+        while !s.is_done() {
+            let reqs = s.plan(now);
+            assert!(!reqs.is_empty(), "node {n} stalled");
+            asked.extend(reqs.iter().flat_map(|r| r.chunks.clone()));
+            complete_all(&mut s, &reqs);
+        }
+        assert_eq!(asked, (0..64).collect::<Vec<u64>>(), "node {n}");
+    }
 }

@@ -6,16 +6,32 @@
 //! the record may lag behind the file but never runs ahead of it: a resumed download re-fetches
 //! at most what arrived since the last checkpoint. Nothing here is visible to `huggingface_hub`;
 //! the blob reaches `blobs/` only through [`PartialBlob::verify`] and the cache's atomic rename.
+//!
+//! Whole chunks are written with `O_DIRECT` where the file system allows it (see
+//! [`set_direct_io`]): from an aligned [`ChunkBuf`] straight to the disk, without copying each
+//! byte into the page cache. That copy was the largest cost of a peer-to-peer pull (over half of
+//! the pulling agent's CPU in a VM whose free memory is handed back to the host, where every
+//! fresh page-cache page faults on first touch; a fifth to a third elsewhere), and a 140 GB model
+//! written through the page cache leaves that much dirty memory for the kernel to write back
+//! behind the job's back. Anything not aligned (the end of a blob, writes from the standalone
+//! Hub download) goes through the page cache as before. The etag hash is fed from the chunks
+//! themselves, held in memory until their turn (see [`HELD_CHUNKS`]), so nothing written directly
+//! is read back in the common case.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::buffers::DIRECT_ALIGN;
 use super::{chunk_count, chunk_range, ChunkBuf, StoreError, CHUNK_SIZE};
 use crate::etag::{Etag, EtagHasher};
 
@@ -24,6 +40,20 @@ const RECORD_VERSION: u32 = 2;
 /// Largest progress record we read (a 1 TB blob in 4 MiB chunks needs 32 KiB of bitmap and
 /// 8 MiB of chunk hashes).
 const MAX_RECORD_LEN: u64 = 64 << 20;
+
+/// Most complete chunks a blob holds in memory while they wait for the etag hash to reach them
+/// (16 × 4 MiB = 64 MiB per blob being pulled). Chunks arrive out of order by about the requests
+/// in flight to one peer (4 × 4 chunks); one further ahead is read back from the file instead.
+pub const HELD_CHUNKS: usize = 16;
+
+/// Whether partial blobs are written with `O_DIRECT` where possible (the default).
+static DIRECT_IO: AtomicBool = AtomicBool::new(true);
+
+/// Turns `O_DIRECT` writes of whole chunks on or off for partial blobs opened from now on, in the
+/// whole process (the agent's `--buffered-writes` and `HFMESH_BUFFERED_WRITES=1` turn it off).
+pub fn set_direct_io(on: bool) {
+    DIRECT_IO.store(on, Ordering::Relaxed);
+}
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Record {
@@ -44,27 +74,52 @@ pub struct PartialBlob {
     data_path: PathBuf,
     record_path: PathBuf,
     file: fs::File,
+    /// The same file opened with `O_DIRECT`, while the file system takes such writes.
+    direct: Option<fs::File>,
+    /// Cleared when the file system refuses a direct write (`EINVAL`): the page cache from then.
+    direct_ok: AtomicBool,
     done: Mutex<Vec<u8>>,
     hashes: Mutex<Vec<[u8; 32]>>,
-    /// Held while a chunk is checked, written and marked by [`PartialBlob::complete_chunk`], so
-    /// a chunk once complete is never written again.
-    writing: Mutex<()>,
+    /// Chunks being written by [`PartialBlob::complete_chunk`]: one writer per chunk (a second
+    /// waits, then finds it complete), so a chunk once complete is never written again, while
+    /// different chunks are written in parallel (direct writes wait for the disk).
+    writing: Mutex<std::collections::HashSet<u64>>,
+    /// Signalled when a chunk's write ends.
+    written: Condvar,
+    /// Chunks the etag hash had to read back from the file (not held in memory).
+    read_back: std::sync::atomic::AtomicU64,
     /// Held by [`PartialBlob::checkpoint`].
     checkpointing: Mutex<()>,
     /// The etag hash of the complete prefix of the blob, fed as chunks complete.
-    prefix: Mutex<EtagPrefix>,
+    prefix: EtagPrefix,
 }
 
-/// The etag hasher over chunks `0..next`, all complete and never to be written again.
+/// The etag hash of the blob's complete prefix, fed as chunks complete, off the writers' path:
+/// the SHA-256 of a blob is one sequential stream (about 1.8 GB/s on one core), so a writer that
+/// hashed inline would hold up its own request and every writer waiting for the hash.
 struct EtagPrefix {
-    hasher: Option<EtagHasher>,
+    state: Mutex<PrefixState>,
+    /// Signalled when hashing stops.
+    idle: Condvar,
+    /// Over chunks `0..state.next`; `None` once [`PartialBlob::verify`] took it.
+    hasher: Mutex<Option<EtagHasher>>,
+}
+
+/// Chunks `0..next` are hashed; complete chunks after `next` are kept in memory for the hash
+/// (at most [`HELD_CHUNKS`], plus the one due); `hashing` is set while one thread feeds it.
+struct PrefixState {
     next: u64,
+    held: BTreeMap<u64, Bytes>,
+    hashing: bool,
 }
 
 impl std::fmt::Debug for EtagPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f.debug_struct("EtagPrefix")
-            .field("next", &self.next)
+            .field("next", &st.next)
+            .field("held", &st.held.len())
+            .field("hashing", &st.hashing)
             .finish()
     }
 }
@@ -73,6 +128,17 @@ impl PartialBlob {
     /// Opens the partial download of `etag` (of `size` bytes) in `dir`, resuming a previous one
     /// whose record matches, or starting afresh.
     pub fn open(dir: &Path, etag: &Etag, size: u64) -> Result<PartialBlob, StoreError> {
+        Self::open_with(dir, etag, size, DIRECT_IO.load(Ordering::Relaxed))
+    }
+
+    /// [`PartialBlob::open`], with whole chunks written with `O_DIRECT` (where the file system
+    /// allows it) or through the page cache, whatever [`set_direct_io`] says.
+    pub fn open_with(
+        dir: &Path,
+        etag: &Etag,
+        size: u64,
+        direct_io: bool,
+    ) -> Result<PartialBlob, StoreError> {
         fs::create_dir_all(dir)?;
         let data_path = dir.join(format!("{etag}.part"));
         let record_path = dir.join(format!("{etag}.chunks"));
@@ -108,20 +174,39 @@ impl PartialBlob {
                 (file, vec![0u8; bitmap_len(size)], hashes)
             }
         };
+        let direct = direct_io
+            .then(|| {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                    .open(&data_path)
+                    .ok()
+            })
+            .flatten();
         Ok(PartialBlob {
             etag: etag.clone(),
             size,
             data_path,
             record_path,
             file,
+            direct_ok: AtomicBool::new(direct.is_some()),
+            direct,
             done: Mutex::new(done),
             hashes: Mutex::new(hashes),
-            writing: Mutex::new(()),
+            writing: Mutex::new(Default::default()),
+            written: Condvar::new(),
+            read_back: Default::default(),
             checkpointing: Mutex::new(()),
-            prefix: Mutex::new(EtagPrefix {
-                hasher: Some(etag.hasher(size)),
-                next: 0,
-            }),
+            prefix: EtagPrefix {
+                state: Mutex::new(PrefixState {
+                    next: 0,
+                    held: BTreeMap::new(),
+                    hashing: false,
+                }),
+                idle: Condvar::new(),
+                hasher: Mutex::new(Some(etag.hasher(size))),
+            },
         })
     }
 
@@ -181,19 +266,69 @@ impl PartialBlob {
                 size: self.size,
             });
         }
+        let direct = self.direct_len(offset, data);
+        if direct > 0 {
+            match self.direct_file().write_all_at(&data[..direct], offset) {
+                Ok(()) => {
+                    return self
+                        .file
+                        .write_all_at(&data[direct..], offset + direct as u64)
+                        .map_err(StoreError::Io)
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    self.refuse_direct(&e);
+                }
+                Err(e) => return Err(StoreError::Io(e)),
+            }
+        }
         self.file.write_all_at(data, offset).map_err(StoreError::Io)
+    }
+
+    /// How many leading bytes of `data`, to go at `offset`, can be written with `O_DIRECT`: all
+    /// whole blocks, when the buffer and offset are aligned and the file system takes it.
+    fn direct_len(&self, offset: u64, data: &[u8]) -> usize {
+        let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64)
+            && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
+            && self.direct_ok.load(Ordering::Relaxed);
+        if aligned {
+            data.len() / DIRECT_ALIGN * DIRECT_ALIGN
+        } else {
+            0
+        }
+    }
+
+    fn direct_file(&self) -> &fs::File {
+        self.direct.as_ref().unwrap_or(&self.file)
+    }
+
+    fn refuse_direct(&self, e: &io::Error) {
+        if self.direct_ok.swap(false, Ordering::Relaxed) {
+            tracing::debug!(path = %self.data_path.display(), error = %e,
+                "direct I/O refused; writing through the page cache");
+        }
+    }
+
+    /// Chunks the etag hash has read back from the file so far, rather than taking them from
+    /// memory (for tests and diagnostics).
+    pub fn chunks_read_back(&self) -> u64 {
+        self.read_back.load(Ordering::Relaxed)
+    }
+
+    /// Whether this blob is being written with `O_DIRECT` (for tests and diagnostics).
+    pub fn writes_direct(&self) -> bool {
+        self.direct_ok.load(Ordering::Relaxed)
     }
 
     /// Writes chunk `index` (`data`, already checked against `hash`) and records it complete,
     /// unless it is complete already (then nothing is written: a complete chunk never changes,
-    /// which the etag hash fed as chunks arrive relies on). Then feeds the etag hash with the
-    /// complete prefix of the blob, `data` itself when it is the next chunk due, so that
+    /// which the etag hash fed as chunks arrive relies on). Then hands `data` to the etag hash,
+    /// which a blocking task feeds with the complete prefix of the blob, so that
     /// [`PartialBlob::verify`] has little left to hash after the last chunk. Returns whether
     /// this call wrote the chunk.
     pub fn complete_chunk(
-        &self,
+        self: &Arc<Self>,
         index: u64,
-        data: &[u8],
+        data: Bytes,
         hash: [u8; 32],
     ) -> Result<bool, StoreError> {
         let range = chunk_range(self.size, index);
@@ -205,34 +340,109 @@ impl PartialBlob {
             });
         }
         {
-            let _writing = self.writing.lock().expect("write lock");
-            if self.has_chunk(index) {
-                return Ok(false);
+            let mut writing = self.writing.lock().expect("write lock");
+            loop {
+                if self.has_chunk(index) {
+                    return Ok(false);
+                }
+                if writing.insert(index) {
+                    break;
+                }
+                writing = self.written.wait(writing).expect("write lock");
             }
-            self.write_at(range.start, data)?;
+        }
+        let wrote = self.write_at(range.start, &data);
+        let start = wrote.is_ok() && {
+            // Held before it is marked complete (under the same lock the hasher checks both
+            // with), so the hasher never reads back a chunk that is on its way to it.
+            let mut st = self.prefix.state.lock().expect("prefix lock");
+            if index == st.next || (index > st.next && st.held.len() < HELD_CHUNKS) {
+                st.held.insert(index, data);
+            }
             self.mark_complete_with_hash(index, hash);
-        }
-        let mut prefix = self.prefix.lock().expect("prefix lock");
-        if prefix.next == index {
-            if let Some(h) = prefix.hasher.as_mut() {
-                h.update(data);
+            let due = st.next < self.chunks() && self.has_chunk(st.next);
+            let start = due && !st.hashing;
+            st.hashing |= start;
+            start
+        };
+        self.writing.lock().expect("write lock").remove(&index);
+        self.written.notify_all();
+        wrote?;
+        if start {
+            let me = Arc::clone(self);
+            let work = move || {
+                if let Err(e) = me.hash_prefix() {
+                    tracing::debug!(error = %e, "etag hash paused; the final check reads the rest");
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(work)),
+                Err(_) => drop(std::thread::spawn(work)),
             }
-            prefix.next += 1;
         }
-        self.advance_prefix(&mut prefix)?;
         Ok(true)
     }
 
-    /// Feeds the etag hash with the complete chunks that follow its prefix, read from the file.
-    fn advance_prefix(&self, prefix: &mut EtagPrefix) -> io::Result<()> {
-        while prefix.next < self.chunks() && self.has_chunk(prefix.next) {
-            let chunk = self.read_chunk(prefix.next)?;
-            if let Some(h) = prefix.hasher.as_mut() {
+    /// Feeds the etag hash with the complete chunks that follow its prefix (those held in memory,
+    /// the others read back from the file) until the next one is missing, then clears
+    /// `hashing`. Called with `hashing` set by the caller, so only one thread hashes at a time.
+    fn hash_prefix(&self) -> io::Result<()> {
+        let result = self.hash_while_due();
+        let mut st = self.prefix.state.lock().expect("prefix lock");
+        st.hashing = false;
+        self.prefix.idle.notify_all();
+        result
+    }
+
+    fn hash_while_due(&self) -> io::Result<()> {
+        loop {
+            let (next, held) = {
+                let mut st = self.prefix.state.lock().expect("prefix lock");
+                if st.next >= self.chunks() || !self.has_chunk(st.next) {
+                    return Ok(());
+                }
+                let next = st.next;
+                (next, st.held.remove(&next))
+            };
+            let chunk = match held {
+                Some(held) => held,
+                None => self.read_back(next)?.freeze(),
+            };
+            if let Some(h) = self.prefix.hasher.lock().expect("hasher lock").as_mut() {
                 h.update(&chunk);
             }
-            prefix.next += 1;
+            self.prefix.state.lock().expect("prefix lock").next += 1;
         }
-        Ok(())
+    }
+
+    /// Reads complete chunk `index` for the etag hash: with `O_DIRECT` where the blob is written
+    /// so (a chunk written directly is not in the page cache, and reading it through the cache
+    /// would fill it for nothing), through the page cache otherwise.
+    fn read_back(&self, index: u64) -> io::Result<ChunkBuf> {
+        self.read_back.fetch_add(1, Ordering::Relaxed);
+        let r = chunk_range(self.size, index);
+        let mut buf = ChunkBuf::take((r.end - r.start) as usize);
+        let direct = self.direct_len(r.start, &buf);
+        if direct > 0 {
+            match self
+                .direct_file()
+                .read_exact_at(&mut buf.as_mut_slice()[..direct], r.start)
+            {
+                Ok(()) => {
+                    self.file.read_exact_at(
+                        &mut buf.as_mut_slice()[direct..],
+                        r.start + direct as u64,
+                    )?;
+                    return Ok(buf);
+                }
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    self.refuse_direct(&e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.read_exact_at(buf.as_mut_slice(), r.start)?;
+        Ok(buf)
     }
 
     /// Reads chunk `index` into a pooled buffer (only meaningful when the chunk is complete).
@@ -309,12 +519,21 @@ impl PartialBlob {
             });
         }
         self.file.sync_all()?;
+        // Wait for a hashing task to stop, then hash the rest here.
+        {
+            let mut st = self.prefix.state.lock().expect("prefix lock");
+            while st.hashing {
+                st = self.prefix.idle.wait(st).expect("prefix lock");
+            }
+            st.hashing = true;
+        }
+        self.hash_prefix()?;
         let actual = {
-            let mut prefix = self.prefix.lock().expect("prefix lock");
-            self.advance_prefix(&mut prefix)?;
-            match prefix.hasher.take() {
+            let mut st = self.prefix.state.lock().expect("prefix lock");
+            st.held.clear();
+            match self.prefix.hasher.lock().expect("hasher lock").take() {
                 // Every chunk is complete, so the prefix is the whole blob.
-                Some(h) if prefix.next == self.chunks() => h.finish(),
+                Some(h) if st.next == self.chunks() => h.finish(),
                 // Hashed before (a second verify): start over from the file.
                 _ => hash_file(&self.data_path, &self.etag, self.size)?,
             }

@@ -1,3 +1,8 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::partial::HELD_CHUNKS;
 use super::*;
 use crate::etag::{sha256, Etag};
 
@@ -130,6 +135,17 @@ fn chunk_of(data: &[u8], i: u64) -> &[u8] {
     &data[r.start as usize..r.end as usize]
 }
 
+/// Chunk `i` of `data` in a pooled (aligned) buffer, as the pull hands chunks over.
+fn chunk_buf(data: &[u8], i: u64) -> Bytes {
+    let mut b = ChunkBuf::take(0);
+    b.extend_from_slice(chunk_of(data, i));
+    b.freeze()
+}
+
+fn open(dir: &std::path::Path, etag: &Etag, size: u64) -> Arc<PartialBlob> {
+    Arc::new(PartialBlob::open(dir, etag, size).unwrap())
+}
+
 /// The etag hash fed as chunks complete (in any order, mixed with chunks marked complete by a
 /// streaming writer or resumed from a checkpoint) verifies exactly what `hash_file` would.
 #[test]
@@ -138,7 +154,7 @@ fn chunks_completed_in_any_order_verify_at_every_interesting_size() {
         let dir = tempfile::tempdir().unwrap();
         let data = content(size);
         let etag = sha256(&data);
-        let p = PartialBlob::open(dir.path(), &etag, size).unwrap();
+        let p = open(dir.path(), &etag, size);
         let n = p.chunks();
         // Chunk 1 first (out of order), then streaming-style for the last, then the rest.
         let mut order: Vec<u64> = (0..n).collect();
@@ -150,7 +166,7 @@ fn chunks_completed_in_any_order_verify_at_every_interesting_size() {
                 p.mark_complete(i);
             } else {
                 let h = *blake3::hash(chunk).as_bytes();
-                assert!(p.complete_chunk(i, chunk, h).unwrap());
+                assert!(p.complete_chunk(i, chunk_buf(&data, i), h).unwrap());
             }
         }
         assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data, "{size}");
@@ -162,19 +178,19 @@ fn a_complete_chunk_is_never_written_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = content(2 * CHUNK_SIZE + 3);
     let etag = sha256(&data);
-    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    let p = open(dir.path(), &etag, data.len() as u64);
     let h0 = *blake3::hash(chunk_of(&data, 0)).as_bytes();
-    assert!(p.complete_chunk(0, chunk_of(&data, 0), h0).unwrap());
+    assert!(p.complete_chunk(0, chunk_buf(&data, 0), h0).unwrap());
     // A late duplicate with other bytes (say, a hedged request answered by a liar) is ignored.
-    let other = vec![0xAA; CHUNK_SIZE as usize];
-    assert!(!p.complete_chunk(0, &other, h0).unwrap());
+    let other = Bytes::from(vec![0xAA; CHUNK_SIZE as usize]);
+    assert!(!p.complete_chunk(0, other.clone(), h0).unwrap());
     assert!(
-        p.complete_chunk(1, &other[..3], h0).is_err(),
+        p.complete_chunk(1, other.slice(..3), h0).is_err(),
         "a chunk of the wrong length is refused"
     );
     for i in 1..3 {
         let h = *blake3::hash(chunk_of(&data, i)).as_bytes();
-        p.complete_chunk(i, chunk_of(&data, i), h).unwrap();
+        p.complete_chunk(i, chunk_buf(&data, i), h).unwrap();
     }
     assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data);
 }
@@ -186,10 +202,10 @@ fn wrong_chunks_fed_as_they_complete_fail_the_etag() {
     let etag = sha256(&data);
     let mut bad = data.clone();
     bad[CHUNK_SIZE as usize + 9] ^= 1;
-    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    let p = open(dir.path(), &etag, data.len() as u64);
     for i in [2, 0, 1] {
         let chunk = chunk_of(&bad, i);
-        p.complete_chunk(i, chunk, *blake3::hash(chunk).as_bytes())
+        p.complete_chunk(i, chunk_buf(&bad, i), *blake3::hash(chunk).as_bytes())
             .unwrap();
     }
     assert!(matches!(p.verify(), Err(StoreError::EtagMismatch { .. })));
@@ -201,19 +217,118 @@ fn a_resumed_blob_hashes_its_checkpointed_prefix_from_the_file() {
     let data = content(3 * CHUNK_SIZE + 7);
     let etag = sha256(&data);
     {
-        let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+        let p = open(dir.path(), &etag, data.len() as u64);
         for i in [0, 1] {
             let chunk = chunk_of(&data, i);
-            p.complete_chunk(i, chunk, *blake3::hash(chunk).as_bytes())
+            p.complete_chunk(i, chunk_buf(&data, i), *blake3::hash(chunk).as_bytes())
                 .unwrap();
         }
         p.checkpoint().unwrap();
     }
-    let p = PartialBlob::open(dir.path(), &etag, data.len() as u64).unwrap();
+    let p = open(dir.path(), &etag, data.len() as u64);
     for i in [3, 2] {
         let chunk = chunk_of(&data, i);
-        p.complete_chunk(i, chunk, *blake3::hash(chunk).as_bytes())
+        p.complete_chunk(i, chunk_buf(&data, i), *blake3::hash(chunk).as_bytes())
             .unwrap();
     }
     assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data);
+    assert_eq!(
+        p.chunks_read_back(),
+        2,
+        "the resumed chunks 0 and 1 come from the file"
+    );
+}
+
+/// Whole chunks go straight to the disk (`O_DIRECT`) or through the page cache, by choice; the
+/// unaligned end of a blob and unaligned buffers always through the page cache. Either way the
+/// file ends up the same and verifies.
+#[test]
+fn direct_and_buffered_writes_make_the_same_blob() {
+    for direct in [true, false] {
+        for size in INTERESTING_SIZES {
+            let dir = tempfile::tempdir().unwrap();
+            let data = content(size);
+            let etag = sha256(&data);
+            let p = Arc::new(PartialBlob::open_with(dir.path(), &etag, size, direct).unwrap());
+            // Linux file systems used for tests and caches (ext4, xfs, tmpfs since 6.6) take it.
+            assert_eq!(p.writes_direct(), direct, "size {size}");
+            for i in (0..p.chunks()).rev() {
+                let h = *blake3::hash(chunk_of(&data, i)).as_bytes();
+                // Odd chunks from an unaligned copy: those take the page cache.
+                let bytes = if i % 2 == 1 {
+                    Bytes::copy_from_slice(chunk_of(&data, i))
+                } else {
+                    chunk_buf(&data, i)
+                };
+                assert!(p.complete_chunk(i, bytes, h).unwrap());
+            }
+            assert_eq!(p.writes_direct(), direct, "no write was refused");
+            let path = p.verify().unwrap();
+            assert_eq!(
+                std::fs::read(path).unwrap(),
+                data,
+                "direct {direct} size {size}"
+            );
+        }
+    }
+}
+
+/// The etag hash takes chunks from memory while they are at most `HELD_CHUNKS` ahead of it, and
+/// reads back from the file only what arrived further ahead.
+#[test]
+fn the_etag_hash_reads_back_only_chunks_beyond_what_it_holds() {
+    let n = HELD_CHUNKS as u64 + 3;
+    let size = n * CHUNK_SIZE - 5;
+    let data = content(size);
+    let etag = sha256(&data);
+    let complete = |order: &mut dyn Iterator<Item = u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), &etag, size);
+        for i in order {
+            let h = *blake3::hash(chunk_of(&data, i)).as_bytes();
+            assert!(p.complete_chunk(i, chunk_buf(&data, i), h).unwrap());
+        }
+        assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), data);
+        p.chunks_read_back()
+    };
+    assert_eq!(complete(&mut (0..n)), 0, "in order: nothing read back");
+    assert_eq!(
+        complete(&mut (0..n).rev().skip(n as usize - 4).chain(4..n)),
+        0,
+        "3 2 1 0 4.."
+    );
+    // Chunk 0 last: chunks 1..=HELD_CHUNKS wait in memory, the last two are read back.
+    assert_eq!(complete(&mut (1..n).chain([0])), 2);
+}
+
+/// Many writers of the same chunk: one writes it, the others find it complete; writers of
+/// different chunks run side by side.
+#[test]
+fn concurrent_writers_write_each_chunk_once() {
+    let n = 6u64;
+    let size = n * CHUNK_SIZE;
+    let data = Arc::new(content(size));
+    let etag = sha256(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), &etag, size);
+    let wrote: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3 * n)
+            .map(|k| {
+                let (p, data) = (p.clone(), data.clone());
+                s.spawn(move || {
+                    let i = k % n;
+                    let h = *blake3::hash(chunk_of(&data, i)).as_bytes();
+                    p.complete_chunk(i, chunk_buf(&data, i), h).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for i in 0..n {
+        let writers = (0..3 * n)
+            .filter(|k| k % n == i && wrote[*k as usize])
+            .count();
+        assert_eq!(writers, 1, "chunk {i} written once");
+    }
+    assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), *data);
 }

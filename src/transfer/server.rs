@@ -206,6 +206,20 @@ async fn serve_stream(
             };
             send_chunks(shared, peer, counters, send, etag, first, count).await?;
             finish(send).await;
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let stats = conn.stats();
+                tracing::trace!(
+                    %peer,
+                    first,
+                    count,
+                    rtt_us = stats.path.rtt.as_micros() as u64,
+                    cwnd = stats.path.cwnd,
+                    mtu = stats.path.current_mtu,
+                    lost = stats.path.lost_packets,
+                    congestion_events = stats.path.congestion_events,
+                    "chunks served"
+                );
+            }
             return Ok(());
         }
     };

@@ -294,6 +294,7 @@ pub fn agent_config(
             .collect(),
         quota: None,
         hf_user: None,
+        direct_io: true,
         node,
     }
 }
