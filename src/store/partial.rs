@@ -50,7 +50,8 @@ pub const HELD_CHUNKS: usize = 16;
 static DIRECT_IO: AtomicBool = AtomicBool::new(true);
 
 /// Turns `O_DIRECT` writes of whole chunks on or off for partial blobs opened from now on, in the
-/// whole process (the agent's `--buffered-writes` and `HFMESH_BUFFERED_WRITES=1` turn it off).
+/// whole process (the agent's `direct_io` setting: `--direct-io=false` or `HFMESH_DIRECT_IO=false`
+/// turns it off).
 pub fn set_direct_io(on: bool) {
     DIRECT_IO.store(on, Ordering::Relaxed);
 }
@@ -132,7 +133,8 @@ impl PartialBlob {
     }
 
     /// [`PartialBlob::open`], with whole chunks written with `O_DIRECT` (where the file system
-    /// allows it) or through the page cache, whatever [`set_direct_io`] says.
+    /// allows it) when `direct_io` is set, through the page cache otherwise, whatever
+    /// [`set_direct_io`] says.
     pub fn open_with(
         dir: &Path,
         etag: &Etag,
