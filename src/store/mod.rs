@@ -8,6 +8,8 @@
 pub mod bitmap;
 /// Chunk-sized buffers kept for reuse.
 pub mod buffers;
+/// Positioned I/O through the page cache or around it (`O_DIRECT`).
+pub mod dio;
 /// A blob being downloaded, with its persisted record of complete chunks.
 pub mod partial;
 

@@ -23,7 +23,6 @@ use std::fs;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -31,7 +30,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::buffers::DIRECT_ALIGN;
+use super::dio::DualFile;
 use super::{chunk_count, chunk_range, ChunkBuf, StoreError, CHUNK_SIZE};
 use crate::etag::{Etag, EtagHasher};
 
@@ -46,14 +45,24 @@ const MAX_RECORD_LEN: u64 = 64 << 20;
 /// in flight to one peer (4 × 4 chunks); one further ahead is read back from the file instead.
 pub const HELD_CHUNKS: usize = 16;
 
+/// Longest a writer waits for room in the hold while the etag hash is busy with earlier chunks
+/// (16 chunks take the hash about 40 ms; a longer wait means something else is wrong, and the
+/// chunk is left to be read back instead).
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Whether partial blobs are written with `O_DIRECT` where possible (the default).
 static DIRECT_IO: AtomicBool = AtomicBool::new(true);
 
-/// Turns `O_DIRECT` writes of whole chunks on or off for partial blobs opened from now on, in the
-/// whole process (the agent's `direct_io` setting: `--direct-io=false` or `HFMESH_DIRECT_IO=false`
-/// turns it off).
+/// Turns `O_DIRECT` writes of whole chunks (and reads of them back for the etag hash) on or off
+/// for partial blobs opened from now on, in the whole process (the agent's `direct_io` setting:
+/// `--direct-io=false` or `HFMESH_DIRECT_IO=false` turns it off).
 pub fn set_direct_io(on: bool) {
     DIRECT_IO.store(on, Ordering::Relaxed);
+}
+
+/// Whether partial blobs are written with `O_DIRECT` where possible (see [`set_direct_io`]).
+pub fn direct_io() -> bool {
+    DIRECT_IO.load(Ordering::Relaxed)
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -74,11 +83,8 @@ pub struct PartialBlob {
     size: u64,
     data_path: PathBuf,
     record_path: PathBuf,
-    file: fs::File,
-    /// The same file opened with `O_DIRECT`, while the file system takes such writes.
-    direct: Option<fs::File>,
-    /// Cleared when the file system refuses a direct write (`EINVAL`): the page cache from then.
-    direct_ok: AtomicBool,
+    /// The `.part` file, through the page cache and with `O_DIRECT`.
+    file: DualFile,
     done: Mutex<Vec<u8>>,
     hashes: Mutex<Vec<[u8; 32]>>,
     /// Chunks being written by [`PartialBlob::complete_chunk`]: one writer per chunk (a second
@@ -100,7 +106,7 @@ pub struct PartialBlob {
 /// hashed inline would hold up its own request and every writer waiting for the hash.
 struct EtagPrefix {
     state: Mutex<PrefixState>,
-    /// Signalled when hashing stops.
+    /// Signalled when hashing stops, and each time the prefix grows.
     idle: Condvar,
     /// Over chunks `0..state.next`; `None` once [`PartialBlob::verify`] took it.
     hasher: Mutex<Option<EtagHasher>>,
@@ -129,7 +135,7 @@ impl PartialBlob {
     /// Opens the partial download of `etag` (of `size` bytes) in `dir`, resuming a previous one
     /// whose record matches, or starting afresh.
     pub fn open(dir: &Path, etag: &Etag, size: u64) -> Result<PartialBlob, StoreError> {
-        Self::open_with(dir, etag, size, DIRECT_IO.load(Ordering::Relaxed))
+        Self::open_with(dir, etag, size, direct_io())
     }
 
     /// [`PartialBlob::open`], with whole chunks written with `O_DIRECT` (where the file system
@@ -176,24 +182,12 @@ impl PartialBlob {
                 (file, vec![0u8; bitmap_len(size)], hashes)
             }
         };
-        let direct = direct_io
-            .then(|| {
-                fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                    .open(&data_path)
-                    .ok()
-            })
-            .flatten();
         Ok(PartialBlob {
             etag: etag.clone(),
             size,
+            file: DualFile::new(&data_path, file, true, direct_io),
             data_path,
             record_path,
-            file,
-            direct_ok: AtomicBool::new(direct.is_some()),
-            direct,
             done: Mutex::new(done),
             hashes: Mutex::new(hashes),
             writing: Mutex::new(Default::default()),
@@ -268,46 +262,13 @@ impl PartialBlob {
                 size: self.size,
             });
         }
-        let direct = self.direct_len(offset, data);
-        if direct > 0 {
-            match self.direct_file().write_all_at(&data[..direct], offset) {
-                Ok(()) => {
-                    return self
-                        .file
-                        .write_all_at(&data[direct..], offset + direct as u64)
-                        .map_err(StoreError::Io)
-                }
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    self.refuse_direct(&e);
-                }
-                Err(e) => return Err(StoreError::Io(e)),
-            }
-        }
         self.file.write_all_at(data, offset).map_err(StoreError::Io)
     }
 
-    /// How many leading bytes of `data`, to go at `offset`, can be written with `O_DIRECT`: all
-    /// whole blocks, when the buffer and offset are aligned and the file system takes it.
-    fn direct_len(&self, offset: u64, data: &[u8]) -> usize {
-        let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64)
-            && (data.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
-            && self.direct_ok.load(Ordering::Relaxed);
-        if aligned {
-            data.len() / DIRECT_ALIGN * DIRECT_ALIGN
-        } else {
-            0
-        }
-    }
-
-    fn direct_file(&self) -> &fs::File {
-        self.direct.as_ref().unwrap_or(&self.file)
-    }
-
-    fn refuse_direct(&self, e: &io::Error) {
-        if self.direct_ok.swap(false, Ordering::Relaxed) {
-            tracing::debug!(path = %self.data_path.display(), error = %e,
-                "direct I/O refused; writing through the page cache");
-        }
+    /// Holds the etag hasher, so that a hashing task stalls until the guard is dropped (tests).
+    #[cfg(test)]
+    pub(crate) fn pause_hash(&self) -> std::sync::MutexGuard<'_, Option<EtagHasher>> {
+        self.prefix.hasher.lock().expect("hasher lock")
     }
 
     /// Chunks the etag hash has read back from the file so far, rather than taking them from
@@ -318,7 +279,7 @@ impl PartialBlob {
 
     /// Whether this blob is being written with `O_DIRECT` (for tests and diagnostics).
     pub fn writes_direct(&self) -> bool {
-        self.direct_ok.load(Ordering::Relaxed)
+        self.file.is_direct()
     }
 
     /// Writes chunk `index` (`data`, already checked against `hash`) and records it complete,
@@ -358,6 +319,19 @@ impl PartialBlob {
             // Held before it is marked complete (under the same lock the hasher checks both
             // with), so the hasher never reads back a chunk that is on its way to it.
             let mut st = self.prefix.state.lock().expect("prefix lock");
+            // The hold is full while the hash works through the chunks before this one: wait for
+            // it (a little, see `HOLD_WAIT`) rather than leave this chunk to be read back from
+            // the disk. The pull then slows to the hash's pace instead of adding disk reads and
+            // CPU when the hash falls behind. When the prefix waits for a missing chunk instead
+            // (`hashing` is off), waiting would not help.
+            let deadline = std::time::Instant::now() + HOLD_WAIT;
+            while index > st.next && st.held.len() >= HELD_CHUNKS && st.hashing {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                st = self.prefix.idle.wait_timeout(st, left).expect("prefix lock").0;
+            }
             if index == st.next || (index > st.next && st.held.len() < HELD_CHUNKS) {
                 st.held.insert(index, data);
             }
@@ -414,44 +388,30 @@ impl PartialBlob {
                 h.update(&chunk);
             }
             self.prefix.state.lock().expect("prefix lock").next += 1;
+            self.prefix.idle.notify_all();
         }
     }
 
-    /// Reads complete chunk `index` for the etag hash: with `O_DIRECT` where the blob is written
-    /// so (a chunk written directly is not in the page cache, and reading it through the cache
-    /// would fill it for nothing), through the page cache otherwise.
+    /// Reads complete chunk `index` back from the file for the etag hash: with `O_DIRECT` where
+    /// the blob is written so (a chunk written directly is not in the page cache, and reading it
+    /// through the cache would fill it for nothing), through the page cache otherwise.
     fn read_back(&self, index: u64) -> io::Result<ChunkBuf> {
         self.read_back.fetch_add(1, Ordering::Relaxed);
         let r = chunk_range(self.size, index);
         let mut buf = ChunkBuf::take((r.end - r.start) as usize);
-        let direct = self.direct_len(r.start, &buf);
-        if direct > 0 {
-            match self
-                .direct_file()
-                .read_exact_at(&mut buf.as_mut_slice()[..direct], r.start)
-            {
-                Ok(()) => {
-                    self.file.read_exact_at(
-                        &mut buf.as_mut_slice()[direct..],
-                        r.start + direct as u64,
-                    )?;
-                    return Ok(buf);
-                }
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
-                    self.refuse_direct(&e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
         self.file.read_exact_at(buf.as_mut_slice(), r.start)?;
         Ok(buf)
     }
 
-    /// Reads chunk `index` into a pooled buffer (only meaningful when the chunk is complete).
+    /// Reads chunk `index` into a pooled buffer (only meaningful when the chunk is complete),
+    /// through the page cache: this serves peers, and the next peer to ask for the chunk finds it
+    /// there (see `store::dio`).
     pub fn read_chunk(&self, index: u64) -> io::Result<ChunkBuf> {
         let r = chunk_range(self.size, index);
         let mut buf = ChunkBuf::take((r.end - r.start) as usize);
-        self.file.read_exact_at(buf.as_mut_slice(), r.start)?;
+        self.file
+            .buffered()
+            .read_exact_at(buf.as_mut_slice(), r.start)?;
         Ok(buf)
     }
 
@@ -505,7 +465,7 @@ impl PartialBlob {
             done: self.done.lock().expect("bitmap lock").clone(),
             hashes: self.hashes.lock().expect("hashes lock").clone(),
         };
-        self.file.sync_data()?;
+        self.file.buffered().sync_data()?;
         let bytes = postcard::to_stdvec(&record).map_err(io::Error::other)?;
         let dir = self.record_path.parent().expect("record has a parent");
         crate::cache::fsutil::write_atomic(dir, &self.record_path, &bytes)
@@ -520,7 +480,7 @@ impl PartialBlob {
                 etag: self.etag.to_string(),
             });
         }
-        self.file.sync_all()?;
+        self.file.buffered().sync_all()?;
         // Wait for a hashing task to stop, then hash the rest here.
         {
             let mut st = self.prefix.state.lock().expect("prefix lock");

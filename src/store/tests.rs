@@ -301,6 +301,34 @@ fn the_etag_hash_reads_back_only_chunks_beyond_what_it_holds() {
     assert_eq!(complete(&mut (1..n).chain([0])), 2);
 }
 
+/// When the hold is full because the hash is busy with earlier chunks, a writer waits for room
+/// instead of leaving its chunk to be read back from the disk.
+#[test]
+fn writers_wait_for_a_busy_hash_instead_of_reading_back() {
+    let n = HELD_CHUNKS as u64 + 3;
+    let size = n * CHUNK_SIZE;
+    let data = Arc::new(content(size));
+    let etag = sha256(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), &etag, size);
+    let complete = |p: &Arc<PartialBlob>, i: u64| {
+        let h = *blake3::hash(chunk_of(&data, i)).as_bytes();
+        assert!(p.complete_chunk(i, chunk_buf(&data, i), h).unwrap());
+    };
+    let paused = p.pause_hash();
+    // Starts the hash, which takes chunk 0 and then stalls on the paused hasher.
+    complete(&p, 0);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| (1..n).for_each(|i| complete(&p, i)));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!writer.is_finished(), "the last writers wait for room in the hold");
+        drop(paused);
+        writer.join().unwrap();
+    });
+    assert_eq!(std::fs::read(p.verify().unwrap()).unwrap(), *data);
+    assert_eq!(p.chunks_read_back(), 0, "nothing read back");
+}
+
 /// Many writers of the same chunk: one writes it, the others find it complete; writers of
 /// different chunks run side by side.
 #[test]
