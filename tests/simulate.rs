@@ -88,6 +88,14 @@ async fn a_tiny_scenario_runs_and_reports_from_real_counters() {
         baseline.hub_bytes
     );
     assert!(baseline.hub_bytes > mesh.hub_bytes);
+    for h in &baseline.hosts {
+        assert_eq!(
+            (h.bytes_from_hub, h.bytes_from_peers),
+            (model, 0),
+            "{}: a baseline host's bytes come from its own pull's report",
+            h.name
+        );
+    }
     assert_eq!(report.verdicts.len(), 1);
     assert_eq!(report.verdicts[0].met, report.hub_egress_ratio <= 1.05);
 

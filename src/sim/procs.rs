@@ -262,19 +262,39 @@ pub fn standalone_pull(
     (host, site): (&Host, &Site),
     dirs: &HostDirs,
     model: &str,
-) -> anyhow::Result<Child> {
+) -> anyhow::Result<StandalonePull> {
     std::fs::create_dir_all(&dirs.root)?;
-    let log = std::fs::File::create(dirs.root.join(format!("pull-{}.log", unique())))?;
+    let name = format!("pull-{}", unique());
+    let log = std::fs::File::create(dirs.root.join(format!("{name}.log")))?;
+    let report = dirs.root.join(format!("{name}.json"));
     let mut cmd = hfmesh(bin, &dirs.root.join("home"), site);
-    cmd.args(["pull", model, "--standalone", "--quiet", "--endpoint", hub])
+    cmd.args(["pull", model, "--standalone", "--quiet", "--json", "--endpoint", hub])
         .arg("--cache-dir")
         .arg(dirs.cache())
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(&report)?)
         .stderr(log);
     if !site.shaped() {
         cmd.args(["--max-download-rate", &host.download.to_string()]);
     }
-    Ok(cmd.spawn()?)
+    Ok(StandalonePull {
+        child: cmd.spawn()?,
+        report,
+    })
+}
+
+/// A running `hfmesh pull --standalone`, and where its JSON report goes.
+pub struct StandalonePull {
+    pub child: Child,
+    report: PathBuf,
+}
+
+impl StandalonePull {
+    /// The bytes the pull took from the Hub, from its report (once it has exited successfully).
+    pub fn bytes_from_hub(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(&self.report).ok()?;
+        let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+        v["bytes_fetched"].as_u64()
+    }
 }
 
 fn unique() -> u128 {

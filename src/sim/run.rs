@@ -67,7 +67,7 @@ pub async fn single_host(
     let dirs = HostDirs::new(&work.join("single"), host);
     hub.reset().await?;
     let start = Instant::now();
-    let mut child = procs::standalone_pull(&o.bin, &hub.url, (host, &site), &dirs, &ask.model)?;
+    let mut child = procs::standalone_pull(&o.bin, &hub.url, (host, &site), &dirs, &ask.model)?.child;
     let limit = Duration::from_secs_f64(s.timeout_secs);
     let status = tokio::time::timeout(limit, child.wait())
         .await
@@ -139,7 +139,9 @@ fn timeline(s: &Scenario) -> VecDeque<(f64, Event)> {
 }
 
 /// A finished pull: host, outcome, pull generation (a restart starts a new one).
-type Done = (usize, Result<(), String>, u32);
+/// A host's pull ended: the host, the outcome (with the bytes it took from the Hub, when the
+/// pull reports them itself: the baseline's standalone pulls), the generation of the ask.
+type Done = (usize, Result<Option<u64>, String>, u32);
 
 /// One phase's live state.
 struct Phase<'a> {
@@ -449,7 +451,7 @@ impl Phase<'_> {
                     let call = crate::cli::ops::request(&socket, "POST", "/v1/pull", Some(body));
                     let result = tokio::select! {
                         r = call => match r {
-                            Ok((status, _)) if (200..300).contains(&status) => Ok(()),
+                            Ok((status, _)) if (200..300).contains(&status) => Ok(None),
                             Ok((status, body)) => Err(format!("{status}: {}", crate::cli::ops::error_message(&body))),
                             Err(e) => Err(format!("{e:#}")),
                         },
@@ -469,14 +471,14 @@ impl Phase<'_> {
                 tokio::spawn(async move {
                     let result = match spawned {
                         Err(e) => Err(format!("{e:#}")),
-                        Ok(mut child) => tokio::select! {
-                            status = child.wait() => match status {
-                                Ok(s) if s.success() => Ok(()),
+                        Ok(mut pull) => tokio::select! {
+                            status = pull.child.wait() => match status {
+                                Ok(s) if s.success() => Ok(pull.bytes_from_hub()),
                                 Ok(s) => Err(format!("the pull exited with {s}")),
                                 Err(e) => Err(e.to_string()),
                             },
                             _ = cancel.cancelled() => {
-                                let _ = child.kill().await;
+                                let _ = pull.child.kill().await;
                                 Err("cancelled".into())
                             }
                         },
@@ -487,14 +489,17 @@ impl Phase<'_> {
         }
     }
 
-    fn finished(&mut self, h: usize, result: Result<(), String>, generation: u32) {
+    fn finished(&mut self, h: usize, result: Result<Option<u64>, String>, generation: u32) {
         if generation != self.generation[h] || self.down[h] {
             return; // an earlier life's pull, or one cut by a kill
         }
         match result {
-            Ok(()) => {
+            Ok(from_hub) => {
                 self.results[h].ready_at = Some(self.now());
                 self.results[h].error = None;
+                if let Some(bytes) = from_hub {
+                    self.results[h].bytes_from_hub = bytes;
+                }
             }
             Err(e) => self.results[h].error = Some(e),
         }
