@@ -316,7 +316,10 @@ impl Cluster {
                 "Transfer",
                 into_tree.clone(),
                 Some(mb(what, baseline)),
-                format!("pull {note}; MB the seed read from disk: {}", reads(&seed_reads[0])),
+                format!(
+                    "pull {note}; MB the seed read from disk: {}",
+                    reads(&seed_reads[0])
+                ),
             );
         }
         let (cold, note) = best(&rates[1]);

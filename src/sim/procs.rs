@@ -268,11 +268,19 @@ pub fn standalone_pull(
     let log = std::fs::File::create(dirs.root.join(format!("{name}.log")))?;
     let report = dirs.root.join(format!("{name}.json"));
     let mut cmd = hfmesh(bin, &dirs.root.join("home"), site);
-    cmd.args(["pull", model, "--standalone", "--quiet", "--json", "--endpoint", hub])
-        .arg("--cache-dir")
-        .arg(dirs.cache())
-        .stdout(std::fs::File::create(&report)?)
-        .stderr(log);
+    cmd.args([
+        "pull",
+        model,
+        "--standalone",
+        "--quiet",
+        "--json",
+        "--endpoint",
+        hub,
+    ])
+    .arg("--cache-dir")
+    .arg(dirs.cache())
+    .stdout(std::fs::File::create(&report)?)
+    .stderr(log);
     if !site.shaped() {
         cmd.args(["--max-download-rate", &host.download.to_string()]);
     }

@@ -67,7 +67,8 @@ pub async fn single_host(
     let dirs = HostDirs::new(&work.join("single"), host);
     hub.reset().await?;
     let start = Instant::now();
-    let mut child = procs::standalone_pull(&o.bin, &hub.url, (host, &site), &dirs, &ask.model)?.child;
+    let mut child =
+        procs::standalone_pull(&o.bin, &hub.url, (host, &site), &dirs, &ask.model)?.child;
     let limit = Duration::from_secs_f64(s.timeout_secs);
     let status = tokio::time::timeout(limit, child.wait())
         .await

@@ -330,7 +330,12 @@ impl PartialBlob {
                 if left.is_zero() {
                     break;
                 }
-                st = self.prefix.idle.wait_timeout(st, left).expect("prefix lock").0;
+                st = self
+                    .prefix
+                    .idle
+                    .wait_timeout(st, left)
+                    .expect("prefix lock")
+                    .0;
             }
             if index == st.next || (index > st.next && st.held.len() < HELD_CHUNKS) {
                 st.held.insert(index, data);

@@ -321,7 +321,10 @@ fn writers_wait_for_a_busy_hash_instead_of_reading_back() {
     std::thread::scope(|s| {
         let writer = s.spawn(|| (1..n).for_each(|i| complete(&p, i)));
         std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(!writer.is_finished(), "the last writers wait for room in the hold");
+        assert!(
+            !writer.is_finished(),
+            "the last writers wait for room in the hold"
+        );
         drop(paused);
         writer.join().unwrap();
     });

@@ -303,7 +303,10 @@ mod tests {
     /// over memory with the same configurations the QUIC endpoint uses).
     #[test]
     fn peers_agree_on_aes_128_gcm() {
-        let (a, b) = (NodeKey::from_secret([21; 32]), NodeKey::from_secret([22; 32]));
+        let (a, b) = (
+            NodeKey::from_secret([21; 32]),
+            NodeKey::from_secret([22; 32]),
+        );
         let (ia, ib) = (Identity::new(&a).unwrap(), Identity::new(&b).unwrap());
         let server = Arc::new(server_config(&ib).unwrap());
         let (client, _) = client_config(&ia, b.id()).unwrap();
@@ -335,7 +338,10 @@ mod tests {
         }
         assert!(!c.is_handshaking() && !s.is_handshaking(), "handshake done");
         for suite in [c.negotiated_cipher_suite(), s.negotiated_cipher_suite()] {
-            assert_eq!(suite.unwrap().suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+            assert_eq!(
+                suite.unwrap().suite(),
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            );
         }
     }
 }
