@@ -311,30 +311,28 @@ mod tests {
         let server = Arc::new(server_config(&ib).unwrap());
         let (client, _) = client_config(&ia, b.id()).unwrap();
         let name = rustls::pki_types::ServerName::try_from("hfmesh").unwrap();
-        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
-        let mut s = rustls::ServerConnection::new(server).unwrap();
+        let mut c = rustls::Connection::from(
+            rustls::ClientConnection::new(Arc::new(client), name).unwrap(),
+        );
+        let mut s = rustls::Connection::from(rustls::ServerConnection::new(server).unwrap());
+        /// Hands everything `from` has to send to `to`.
+        fn pump(from: &mut rustls::Connection, to: &mut rustls::Connection) {
+            let mut wire = Vec::new();
+            while from.wants_write() {
+                from.write_tls(&mut wire).unwrap();
+            }
+            let mut rd = &wire[..];
+            while !rd.is_empty() {
+                to.read_tls(&mut rd).unwrap();
+            }
+            to.process_new_packets().unwrap();
+        }
         for _ in 0..10 {
             if !c.is_handshaking() && !s.is_handshaking() {
                 break;
             }
-            let mut wire = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut wire).unwrap();
-            }
-            let mut rd = &wire[..];
-            while !rd.is_empty() {
-                s.read_tls(&mut rd).unwrap();
-            }
-            s.process_new_packets().unwrap();
-            let mut wire = Vec::new();
-            while s.wants_write() {
-                s.write_tls(&mut wire).unwrap();
-            }
-            let mut rd = &wire[..];
-            while !rd.is_empty() {
-                c.read_tls(&mut rd).unwrap();
-            }
-            c.process_new_packets().unwrap();
+            pump(&mut c, &mut s);
+            pump(&mut s, &mut c);
         }
         assert!(!c.is_handshaking() && !s.is_handshaking(), "handshake done");
         for suite in [c.negotiated_cipher_suite(), s.negotiated_cipher_suite()] {
