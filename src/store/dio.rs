@@ -41,14 +41,14 @@ pub struct DualFile {
 }
 
 impl DualFile {
-    /// Wraps `buffered` (the file at `path`), opening it a second time with `O_DIRECT` (for
-    /// reading, and for writing when `write`) if `direct`.
-    pub fn new(path: &Path, buffered: fs::File, write: bool, direct: bool) -> DualFile {
+    /// Wraps `buffered` (the file at `path`), opening it a second time with `O_DIRECT`, for
+    /// reading and writing, if `direct`.
+    pub fn new(path: &Path, buffered: fs::File, direct: bool) -> DualFile {
         let direct = direct
             .then(|| {
                 fs::OpenOptions::new()
                     .read(true)
-                    .write(write)
+                    .write(true)
                     .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
                     .open(path)
                     .ok()
@@ -155,7 +155,7 @@ mod tests {
             .truncate(false)
             .open(path)
             .unwrap();
-        DualFile::new(path, f, true, direct)
+        DualFile::new(path, f, direct)
     }
 
     /// Reads and writes give the same bytes with and without direct I/O, at aligned and unaligned
@@ -190,7 +190,7 @@ mod tests {
             f.write_all_at(&last, DIRECT_ALIGN as u64 * 128).unwrap();
             assert_eq!(fs::read(&path).unwrap(), content, "direct {direct}");
 
-            let r = DualFile::new(&path, fs::File::open(&path).unwrap(), false, direct);
+            let r = open_rw(&path, direct);
             for (start, len) in [(0, size), (DIRECT_ALIGN, DIRECT_ALIGN * 70 + 5), (13, 9000)] {
                 let mut out = ChunkBuf::take(len);
                 r.read_exact_at(out.as_mut_slice(), start as u64).unwrap();

@@ -60,11 +60,6 @@ pub fn set_direct_io(on: bool) {
     DIRECT_IO.store(on, Ordering::Relaxed);
 }
 
-/// Whether partial blobs are written with `O_DIRECT` where possible (see [`set_direct_io`]).
-pub fn direct_io() -> bool {
-    DIRECT_IO.load(Ordering::Relaxed)
-}
-
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Record {
     version: u32,
@@ -135,7 +130,7 @@ impl PartialBlob {
     /// Opens the partial download of `etag` (of `size` bytes) in `dir`, resuming a previous one
     /// whose record matches, or starting afresh.
     pub fn open(dir: &Path, etag: &Etag, size: u64) -> Result<PartialBlob, StoreError> {
-        Self::open_with(dir, etag, size, direct_io())
+        Self::open_with(dir, etag, size, DIRECT_IO.load(Ordering::Relaxed))
     }
 
     /// [`PartialBlob::open`], with whole chunks written with `O_DIRECT` (where the file system
@@ -185,7 +180,7 @@ impl PartialBlob {
         Ok(PartialBlob {
             etag: etag.clone(),
             size,
-            file: DualFile::new(&data_path, file, true, direct_io),
+            file: DualFile::new(&data_path, file, direct_io),
             data_path,
             record_path,
             done: Mutex::new(done),
