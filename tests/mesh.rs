@@ -270,3 +270,39 @@ async fn nodes_cold_starting_together_take_each_byte_from_the_hub_about_once() {
         "the Hub work was split"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pull_asks_its_providers_every_refresh_but_looks_them_up_far_less() {
+    let (_root, hub) = start_hub().await;
+    // About 8 s of pulling: 30 refreshes of the blob's view per node.
+    hub.set_faults(Faults {
+        bandwidth_bps: Some(20 << 20),
+        ..Faults::default()
+    });
+    let net = Net::new();
+    let nodes: Vec<Mesh> = (1..=4).map(|n| net.node(&hub, n, "r1")).collect();
+    let what = medium();
+    let pulls = nodes.iter().map(|m| m.pull(&what, silent()));
+    let reports = futures_util::future::join_all(pulls).await;
+    for r in &reports {
+        assert_medium_model(&r.as_ref().unwrap().snapshot_dir);
+    }
+    let served = hub.stats().bytes_served;
+    assert!(
+        served as f64 <= 1.25 * MEDIUM_SIZE as f64,
+        "4 nodes took {:.2} x the model from the Hub",
+        served as f64 / MEDIUM_SIZE as f64
+    );
+    for (n, m) in nodes.iter().enumerate() {
+        let refreshes = m.counters.view_refreshes.load(Ordering::Relaxed);
+        let lookups = m.counters.provider_lookups.load(Ordering::Relaxed);
+        // Every refresh looks up until the Hub opens (about a second), then the waits double
+        // while the list holds: 0.5, 1, 2, 4 s.
+        assert!(refreshes >= 15, "node {n}: {refreshes} refreshes");
+        assert!(lookups >= 1, "node {n}: no lookup");
+        assert!(
+            lookups * 3 <= refreshes,
+            "node {n}: {lookups} DHT lookups in {refreshes} refreshes"
+        );
+    }
+}

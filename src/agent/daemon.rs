@@ -391,6 +391,8 @@ impl Daemon {
             bytes_received: stats.iter().map(|s| s.bytes_received).sum(),
             uploads_refused_busy: self.node.transfer.uploads_refused_busy(),
             bad_chunks: counters.bad_chunks.load(Ordering::Relaxed),
+            view_refreshes: counters.view_refreshes.load(Ordering::Relaxed),
+            provider_lookups: counters.provider_lookups.load(Ordering::Relaxed),
             peers: self.node.discovery.peers().await.len() as u64,
             cache_bytes,
             snapshots: self.node.mesh.store.snapshots().len() as u64,

@@ -47,6 +47,10 @@ pub struct Gauges {
     pub uploads_refused_busy: u64,
     /// Chunks from peers that failed verification.
     pub bad_chunks: u64,
+    /// Refreshes of a blob's view during pulls (each asks the blob's providers what they hold).
+    pub view_refreshes: u64,
+    /// Of those, the ones that looked the providers up in the DHT.
+    pub provider_lookups: u64,
     /// Peers known to discovery.
     pub peers: u64,
     /// Bytes of the cache tree's blobs.
@@ -131,6 +135,18 @@ impl Metrics {
             "counter",
             "Chunks from peers that failed BLAKE3 verification.",
             &one(g.bad_chunks),
+        );
+        metric(
+            "hfmesh_view_refreshes_total",
+            "counter",
+            "Refreshes of a blob's view during pulls: each asks the blob's providers what they hold.",
+            &one(g.view_refreshes),
+        );
+        metric(
+            "hfmesh_provider_lookups_total",
+            "counter",
+            "Refreshes that also looked the blob's providers up in the DHT (the rest reuse the last lookup's list).",
+            &one(g.provider_lookups),
         );
         metric(
             "hfmesh_peers",
@@ -254,6 +270,8 @@ mod tests {
         let text = m.render(&Gauges {
             bytes_from_peers: 10,
             uploads_refused_busy: 3,
+            view_refreshes: 40,
+            provider_lookups: 9,
             ready: true,
             hub_requests: vec![
                 (HubOp::Download, HubOutcome::Success, 7),
@@ -275,6 +293,8 @@ mod tests {
         assert!(text.contains("hfmesh_pull_duration_seconds_count{outcome=\"ok\"} 1\n"));
         assert!(text.contains("hfmesh_ready 1\n"));
         assert!(text.contains("hfmesh_uploads_refused_busy_total 3\n"));
+        assert!(text.contains("hfmesh_view_refreshes_total 40\n"));
+        assert!(text.contains("hfmesh_provider_lookups_total 9\n"));
         assert!(text.contains("# TYPE hfmesh_evictions_total counter\nhfmesh_evictions_total 2\n"));
         assert!(text.contains("hfmesh_evicted_bytes_total 4096\n"));
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

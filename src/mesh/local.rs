@@ -21,6 +21,7 @@ use crate::cache::{fsutil, RepoCache};
 use crate::discovery::ContentKey;
 use crate::etag::Etag;
 use crate::manifest::{ChunkHash, Manifest, SignedManifest};
+use crate::node::NodeId;
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::{chunk_count, chunk_range, Bitmap, ChunkBuf, PartialBlob};
 use crate::wire::{HeldBlob, HeldSnapshot, Holdings, PeerHint, MAX_PEER_HINTS};
@@ -53,8 +54,9 @@ struct Inner {
     blobs: HashMap<Etag, Blob>,
     /// When a peer last asked which chunks of a blob are here.
     asked: HashMap<Etag, Instant>,
-    /// Per blob, the nodes that asked about it lately for peer exchange, most recent first.
-    askers: HashMap<Etag, Vec<(PeerHint, Instant)>>,
+    /// Per blob, the nodes that asked about it lately for peer exchange, most recent first, and
+    /// whether they found this node in the DHT's provider list.
+    askers: HashMap<Etag, Vec<(PeerHint, Instant, bool)>>,
 }
 
 impl Inner {
@@ -359,21 +361,34 @@ impl LocalStore {
         if inner.askers.len() >= MAX_ASKED && !inner.askers.contains_key(etag) {
             inner
                 .askers
-                .retain(|_, list| list.first().is_some_and(|(_, t)| fresh(t)));
+                .retain(|_, list| list.first().is_some_and(|(_, t, _)| fresh(t)));
             if inner.askers.len() >= MAX_ASKED {
                 return (have, Vec::new());
             }
         }
         let list = inner.askers.entry(etag.clone()).or_default();
-        list.retain(|(h, t)| h.node != asker.node && fresh(t));
+        list.retain(|(h, t, _)| h.node != asker.node && fresh(t));
         let others = list
             .iter()
             .take(MAX_PEER_HINTS)
-            .map(|(h, _)| h.clone())
+            .map(|(h, _, _)| h.clone())
             .collect();
-        list.insert(0, (asker.clone(), now));
+        list.insert(0, (asker.clone(), now, listed));
         list.truncate(MAX_ASKERS_PER_BLOB);
         (have, others)
+    }
+
+    /// The nodes that found this node in the DHT's provider list of `etag` and asked about it (by
+    /// [`LocalStore::swarm`]) at or after `since`, among the askers remembered for peer exchange.
+    pub fn listed_askers_since(&self, etag: &Etag, since: Instant) -> Vec<NodeId> {
+        let inner = self.lock();
+        let Some(list) = inner.askers.get(etag) else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter(|(_, t, listed)| *listed && *t >= since)
+            .map(|(h, _, _)| h.node)
+            .collect()
     }
 
     /// Whether a peer asked about `etag` at or after `since`: it then knows this node as a
@@ -610,6 +625,11 @@ mod tests {
         // Node 3 asks again: it hears of the most recent askers, never of itself.
         let (_, others) = store.swarm(&etag, &peer(3, "r1"), true);
         assert!(store.asked_since(&etag, before), "a listed ask is");
+        assert_eq!(
+            store.listed_askers_since(&etag, before),
+            vec![peer(3, "r1").node],
+            "only the listed asker is one that found this node in the DHT"
+        );
         let last = MAX_PEER_HINTS as u8 + 3;
         let expected: Vec<PeerHint> = (4..=last).rev().map(|n| peer(n, "r2")).collect();
         assert_eq!(others, expected[..MAX_PEER_HINTS]);

@@ -5,6 +5,8 @@
 pub mod announce;
 /// This node's holdings, served to peers.
 pub mod local;
+/// How often a blob's fetch looks its providers up in the DHT.
+pub mod pace;
 /// Requests to other nodes, behind a trait.
 pub mod peers;
 /// The multi-peer pull with Hub fallback.

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use url::Url;
 
 use super::local::SnapshotId;
+use super::pace::{LookupPace, MAX_LOOKUP_EVERY};
 use super::peers::{BlobHave, Peers};
 use super::LocalStore;
 use crate::cache::RepoCache;
@@ -110,6 +111,10 @@ pub struct MeshCounters {
     pub bytes_from_hub: AtomicU64,
     /// Chunks from peers that failed verification.
     pub bad_chunks: AtomicU64,
+    /// Refreshes of a blob's view: each asks its providers what they hold.
+    pub view_refreshes: AtomicU64,
+    /// Of those, the ones that looked the providers up in the DHT (see [`super::pace`]).
+    pub provider_lookups: AtomicU64,
 }
 
 /// What a mesh pull did.
@@ -556,12 +561,19 @@ pub(crate) fn gather_deadline(started: Instant, gather: Duration) -> Instant {
 /// What woke the fetch loop.
 enum Event {
     Outcome(Option<Outcome>),
-    Answer(Option<Answer>),
+    Answer(Option<Refreshed>),
     Tick,
 }
 
-/// The next answer of the running refresh; never ready when none is running.
-async fn next_answer(lookup: &mut Option<BoxStream<'_, Answer>>) -> Option<Answer> {
+/// What a refresh yields: the providers its DHT lookup found (first, if it looked up), then each
+/// peer's answer as it comes.
+enum Refreshed {
+    Found(Vec<NodeInfo>),
+    Answer(Answer),
+}
+
+/// The next item of the running refresh; never ready when none is running.
+async fn next_answer(lookup: &mut Option<BoxStream<'_, Refreshed>>) -> Option<Refreshed> {
     match lookup {
         Some(s) => s.next().await,
         None => std::future::pending().await,
@@ -613,7 +625,10 @@ impl BlobFetch<'_> {
         let mut last_refresh: Option<Instant> = None;
         // The running refresh: answers are applied one by one as they arrive, so a peer that is
         // slow to answer (or cut off) holds up neither the others nor the fetch.
-        let mut lookup: Option<BoxStream<'_, Answer>> = None;
+        let mut lookup: Option<BoxStream<'_, Refreshed>> = None;
+        // When the DHT is asked for the providers again (see `mesh::pace`), and whom it named.
+        let mut pace: LookupPace<Instant, Duration, NodeId> = LookupPace::new(m.cfg.refresh);
+        let mut listed: Vec<NodeInfo> = Vec::new();
         let mut pullers = Pullers::new(started);
         // When the last refresh that ran to its end began.
         let mut refreshed: Option<Instant> = None;
@@ -646,7 +661,17 @@ impl BlobFetch<'_> {
                 last_refresh = Some(now);
                 let mut skip = sched.banned_peers();
                 skip.extend(down.downs(now));
-                lookup = Some(self.lookup(key.clone(), skip, learned.clone()));
+                let unseen = pace.last().is_some_and(|t| {
+                    let askers = m.store.listed_askers_since(etag, t);
+                    pace.unseen(&askers, m.cfg.exchange_after)
+                });
+                let look = pace.due(now, hub_opened, unseen);
+                m.counters.view_refreshes.fetch_add(1, Ordering::Relaxed);
+                if look {
+                    m.counters.provider_lookups.fetch_add(1, Ordering::Relaxed);
+                }
+                let cached = (!look).then(|| listed.clone());
+                lookup = Some(self.lookup(key.clone(), skip, learned.clone(), cached));
             }
             let give_up = gather_deadline(started, m.cfg.gather);
             hub_opened |= pullers_settled(started, m.cfg.gather, refreshed, pullers.changed)
@@ -702,7 +727,14 @@ impl BlobFetch<'_> {
             let first = match event {
                 Event::Outcome(Some(o)) => o,
                 Event::Outcome(None) | Event::Tick => continue,
-                Event::Answer(Some(mut answer)) => {
+                Event::Answer(Some(Refreshed::Found(found))) => {
+                    let ids = found.iter().map(|p| p.id).collect();
+                    let begun = last_refresh.unwrap_or(started);
+                    pace.found(begun, ids, m.cfg.refresh, MAX_LOOKUP_EVERY);
+                    listed = found;
+                    continue;
+                }
+                Event::Answer(Some(Refreshed::Answer(mut answer))) => {
                     let now = Instant::now();
                     for o in std::mem::take(&mut answer.others) {
                         let known = o.id == m.me.id || learned.iter().any(|l| l.id == o.id);
@@ -778,20 +810,25 @@ impl BlobFetch<'_> {
         blocking(move || Ok(partial.checkpoint().map_err(StoreError::Io)?)).await
     }
 
-    /// Starts a refresh of who holds the blob and what: the provider lookup, then one question
-    /// per provider not in `skip`, and, when the DHT's list is full (`exchange_after`), one per
-    /// peer `learned` from earlier answers (peer exchange) while there is room for it among
-    /// `max_providers`; each answer comes out of the stream as it arrives.
+    /// Starts a refresh of who holds the blob and what: the provider lookup (unless `cached`
+    /// gives the providers the last one found), then one question per provider not in `skip`,
+    /// and, when the DHT's list is full (`exchange_after`), one per peer `learned` from earlier
+    /// answers (peer exchange) while there is room for it among `max_providers`. A lookup's
+    /// providers come out of the stream first, then each answer as it arrives.
     fn lookup(
         &self,
         key: ContentKey,
         skip: Vec<NodeId>,
         learned: Vec<NodeInfo>,
-    ) -> BoxStream<'_, Answer> {
+        cached: Option<Vec<NodeInfo>>,
+    ) -> BoxStream<'_, Refreshed> {
         let m = self.mesh;
         let etag = &self.file.etag;
         let with_hashes = self.trusted.is_none();
         stream::once(async move {
+            if let Some(providers) = cached {
+                return (providers, None);
+            }
             let asked = Instant::now();
             match m.discovery.providers(key, m.cfg.max_providers).await {
                 Ok(p) => {
@@ -800,15 +837,15 @@ impl BlobFetch<'_> {
                         ms = asked.elapsed().as_millis() as u64,
                         "provider lookup"
                     );
-                    p
+                    (p.clone(), Some(p))
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "provider lookup failed");
-                    Vec::new()
+                    (Vec::new(), None)
                 }
             }
         })
-        .flat_map(move |providers| {
+        .flat_map(move |(providers, found)| {
             let room = exchange_room(providers.len(), m.cfg.exchange_after, m.cfg.max_providers);
             let extra: Vec<NodeInfo> = learned
                 .iter()
@@ -817,7 +854,7 @@ impl BlobFetch<'_> {
                 .cloned()
                 .collect();
             let listed = providers.into_iter().map(|p| (p, true));
-            listed
+            let asks = listed
                 .chain(extra.into_iter().map(|p| (p, false)))
                 .filter(|(p, _)| !skip.contains(&p.id))
                 .map(|(peer, listed)| async move {
@@ -827,14 +864,15 @@ impl BlobFetch<'_> {
                         Ok(Ok((have, others))) => (Some(have), others),
                         Ok(Err(_)) | Err(_) => (None, Vec::new()),
                     };
-                    Answer {
+                    Refreshed::Answer(Answer {
                         peer,
                         listed,
                         have,
                         others,
-                    }
+                    })
                 })
-                .collect::<FuturesUnordered<_>>()
+                .collect::<FuturesUnordered<_>>();
+            stream::iter(found.map(Refreshed::Found)).chain(asks)
         })
         .boxed()
     }

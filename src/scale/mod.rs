@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use params::{Arrival, ScaleComparison, ScaleParams, ScaleReport};
 
+use crate::mesh::pace::{LookupPace, MAX_LOOKUP_EVERY};
 use crate::mesh::pull::{exchange_room, pullers_settled, MAX_GATHER_WINDOWS};
 use crate::node::{NodeId, NodeKey, Topology};
 use crate::scheduler::{proximity, Fault, Request, Scheduler, Source};
@@ -74,6 +75,12 @@ struct Host {
     /// Per blob, the hosts that asked this one, most recent first (at most `MAX_ASKERS`; the mesh
     /// also forgets askers after a minute, which a pull of this model never reaches per file).
     askers: Vec<Vec<usize>>,
+    /// Per blob, the hosts that found this one in the DHT's list and asked it, with when they
+    /// last did (at most `MAX_ASKERS`, most recent first).
+    listed_askers: Vec<Vec<(usize, f64)>>,
+    /// Per blob, when the DHT is asked for its providers again, and whom it named last.
+    pace: Vec<LookupPace<f64, f64, usize>>,
+    found: Vec<Vec<usize>>,
     next_refresh: f64,
     /// When its schedulers must plan again (an event, or their next deadline).
     wake_at: f64,
@@ -102,6 +109,8 @@ struct Sim<'a> {
     hub_bytes: f64,
     hub_requests: u64,
     hub_timeline: Vec<(f64, f64)>,
+    refreshes: u64,
+    dht_lookups: u64,
 }
 
 impl<'a> Sim<'a> {
@@ -133,6 +142,9 @@ impl<'a> Sim<'a> {
                     seen: vec![Vec::new(); p.files],
                     learned: vec![Vec::new(); p.files],
                     askers: vec![Vec::new(); p.files],
+                    listed_askers: vec![Vec::new(); p.files],
+                    pace: vec![LookupPace::new(p.refresh_secs); p.files],
+                    found: vec![Vec::new(); p.files],
                     next_refresh: 0.0,
                     wake_at: 0.0,
                     served: 0.0,
@@ -156,6 +168,8 @@ impl<'a> Sim<'a> {
             hub_bytes: 0.0,
             hub_requests: 0,
             hub_timeline: Vec::new(),
+            refreshes: 0,
+            dht_lookups: 0,
         }
     }
 
@@ -289,16 +303,31 @@ impl<'a> Sim<'a> {
                 if self.hosts[i].scheds[b].is_done() {
                     continue;
                 }
-                // Asked: the providers a lookup finds, then the peers learned from answers.
-                let found: Vec<usize> = self.providers[b]
-                    .iter()
-                    .copied()
-                    .filter(|&j| j != i)
-                    .take(self.p.max_providers)
-                    .collect();
                 // As the mesh: learned peers only once the DHT's list is full (a listed host
                 // finds one fewer than the list holds, as `MeshConfig::exchange_after`).
                 let exchange_after = self.p.providers_per_key.saturating_sub(1);
+                // Asked: the providers a lookup finds (or the last one found, by the mesh's
+                // pace), then the peers learned from answers.
+                let h = &self.hosts[i];
+                let pace = &h.pace[b];
+                let unseen = pace.last().is_some_and(|since| {
+                    let askers = h.listed_askers[b].iter().filter(|(_, t)| *t >= since);
+                    pace.unseen(askers.map(|(a, _)| a), exchange_after)
+                });
+                self.refreshes += 1;
+                if pace.due(self.t, h.scheds[b].hub_allowed(), unseen) {
+                    self.dht_lookups += 1;
+                    let found: Vec<usize> = self.providers[b]
+                        .iter()
+                        .copied()
+                        .filter(|&j| j != i)
+                        .take(self.p.max_providers)
+                        .collect();
+                    let (refresh, max) = (self.p.refresh_secs, MAX_LOOKUP_EVERY.as_secs_f64());
+                    self.hosts[i].pace[b].found(self.t, found.clone(), refresh, max);
+                    self.hosts[i].found[b] = found;
+                }
+                let found = self.hosts[i].found[b].clone();
                 let room = exchange_room(found.len(), exchange_after, self.p.max_providers);
                 let learned = self.hosts[i].learned[b].iter().copied();
                 let extra: Vec<usize> = learned.filter(|j| !found.contains(j)).take(room).collect();
@@ -309,6 +338,13 @@ impl<'a> Sim<'a> {
                         continue; // no answer
                     }
                     self.ask(i, j, b);
+                    if found.contains(&j) {
+                        let t = self.t;
+                        let listed = &mut self.hosts[j].listed_askers[b];
+                        listed.retain(|(a, _)| *a != i);
+                        listed.insert(0, (i, t));
+                        listed.truncate(MAX_ASKERS);
+                    }
                     // Only the DHT's providers, the same for everyone, own stripes.
                     if found.contains(&j) && !self.hosts[j].scheds[b].is_done() {
                         pullers.push(self.hosts[j].id);
@@ -528,6 +564,8 @@ impl<'a> Sim<'a> {
             served_max: served.last().copied().unwrap_or(0.0),
             served_median: served.get(served.len() / 2).copied().unwrap_or(0.0),
             hub_timeline: self.hub_timeline.clone(),
+            refreshes: self.refreshes,
+            dht_lookups: self.dht_lookups,
         }
     }
 }

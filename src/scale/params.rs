@@ -316,6 +316,12 @@ pub struct ScaleReport {
     pub served_median: f64,
     /// (seconds, Hub bytes so far).
     pub hub_timeline: Vec<(f64, f64)>,
+    /// Refreshes of a blob's view (each asks the providers what they hold).
+    #[serde(default)]
+    pub refreshes: u64,
+    /// Of those, the ones that looked the providers up in the DHT (see `mesh::pace`).
+    #[serde(default)]
+    pub dht_lookups: u64,
 }
 
 impl ScaleReport {
@@ -429,6 +435,14 @@ impl ScaleComparison {
                 r.served_max / 1e9
             );
         }
+        let m = &self.mesh;
+        let _ = writeln!(
+            out,
+            "\nmesh: {} DHT provider lookups in {} refreshes of a blob's view ({:.0}%).",
+            m.dht_lookups,
+            m.refreshes,
+            100.0 * m.dht_lookups as f64 / m.refreshes.max(1) as f64
+        );
         out
     }
 }

@@ -223,6 +223,11 @@ impl Scheduler {
         self.hub_allowed = allowed;
     }
 
+    /// Whether chunks may be fetched from the Hub yet.
+    pub fn hub_allowed(&self) -> bool {
+        self.hub_allowed
+    }
+
     /// Marks chunks whose hash is known, so that they can be verified when a peer sends them.
     pub fn set_verifiable(&mut self, index: u64) {
         self.verifiable.set(index);
