@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{self, BoxStream, FuturesUnordered, StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 use url::Url;
@@ -562,6 +563,8 @@ pub(crate) fn gather_deadline(started: Instant, gather: Duration) -> Instant {
 enum Event {
     Outcome(Option<Outcome>),
     Answer(Option<Refreshed>),
+    /// A lookup beside the refreshes ended: when it began, and what it found (`None`: failed).
+    Found((Instant, Option<Vec<NodeInfo>>)),
     Tick,
 }
 
@@ -570,6 +573,16 @@ enum Event {
 enum Refreshed {
     Found(Vec<NodeInfo>),
     Answer(Answer),
+}
+
+/// The end of the lookup running beside the refreshes; never ready when none is running.
+async fn next_found(
+    dht: &mut Option<(Instant, BoxFuture<'_, Option<Vec<NodeInfo>>>)>,
+) -> (Instant, Option<Vec<NodeInfo>>) {
+    match dht {
+        Some((begun, f)) => (*begun, f.await),
+        None => std::future::pending().await,
+    }
 }
 
 /// The next item of the running refresh; never ready when none is running.
@@ -629,6 +642,8 @@ impl BlobFetch<'_> {
         // When the DHT is asked for the providers again (see `mesh::pace`), and whom it named.
         let mut pace: LookupPace<Instant, Duration, NodeId> = LookupPace::new(m.cfg.refresh);
         let mut listed: Vec<NodeInfo> = Vec::new();
+        // A lookup running beside the refreshes (once the Hub is open), and when it began.
+        let mut dht: Option<(Instant, BoxFuture<'_, Option<Vec<NodeInfo>>>)> = None;
         let mut pullers = Pullers::new(started);
         // When the last refresh that ran to its end began.
         let mut refreshed: Option<Instant> = None;
@@ -661,17 +676,26 @@ impl BlobFetch<'_> {
                 last_refresh = Some(now);
                 let mut skip = sched.banned_peers();
                 skip.extend(down.downs(now));
+                m.counters.view_refreshes.fetch_add(1, Ordering::Relaxed);
+                // Until the Hub opens, each refresh looks the providers up itself: the pullers
+                // settle on a whole refresh that changed nothing, which must have looked. Then
+                // lookups run beside the refreshes, paced, and a refresh asks the last list: a
+                // lookup that hangs (its DHT nodes are cut off) holds up no answers.
+                if !hub_opened {
+                    m.counters.provider_lookups.fetch_add(1, Ordering::Relaxed);
+                }
+                let cached = hub_opened.then(|| listed.clone());
+                lookup = Some(self.lookup(key.clone(), skip, learned.clone(), cached));
+            }
+            if !self.hub_only && hub_opened && dht.is_none() {
                 let unseen = pace.last().is_some_and(|t| {
                     let askers = m.store.listed_askers_since(etag, t);
                     pace.unseen(&askers, m.cfg.exchange_after)
                 });
-                let look = pace.due(now, hub_opened, unseen);
-                m.counters.view_refreshes.fetch_add(1, Ordering::Relaxed);
-                if look {
+                if pace.due(now, true, unseen) {
                     m.counters.provider_lookups.fetch_add(1, Ordering::Relaxed);
+                    dht = Some((now, self.find_providers(key.clone()).boxed()));
                 }
-                let cached = (!look).then(|| listed.clone());
-                lookup = Some(self.lookup(key.clone(), skip, learned.clone(), cached));
             }
             let give_up = gather_deadline(started, m.cfg.gather);
             hub_opened |= pullers_settled(started, m.cfg.gather, refreshed, pullers.changed)
@@ -722,11 +746,21 @@ impl BlobFetch<'_> {
             let event = tokio::select! {
                 o = rx.recv() => Event::Outcome(o),
                 a = next_answer(&mut lookup) => Event::Answer(a),
+                found = next_found(&mut dht) => Event::Found(found),
                 _ = tokio::time::sleep_until(wake.into()) => Event::Tick,
             };
             let first = match event {
                 Event::Outcome(Some(o)) => o,
                 Event::Outcome(None) | Event::Tick => continue,
+                Event::Found((begun, found)) => {
+                    dht = None;
+                    if let Some(found) = found {
+                        let ids = found.iter().map(|p| p.id).collect();
+                        pace.found(begun, ids, m.cfg.refresh, MAX_LOOKUP_EVERY);
+                        listed = found;
+                    }
+                    continue;
+                }
                 Event::Answer(Some(Refreshed::Found(found))) => {
                     let ids = found.iter().map(|p| p.id).collect();
                     let begun = last_refresh.unwrap_or(started);
@@ -826,22 +860,11 @@ impl BlobFetch<'_> {
         let etag = &self.file.etag;
         let with_hashes = self.trusted.is_none();
         stream::once(async move {
-            if let Some(providers) = cached {
-                return (providers, None);
-            }
-            let asked = Instant::now();
-            match m.discovery.providers(key, m.cfg.max_providers).await {
-                Ok(p) => {
-                    tracing::debug!(
-                        found = p.len(),
-                        ms = asked.elapsed().as_millis() as u64,
-                        "provider lookup"
-                    );
-                    (p.clone(), Some(p))
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "provider lookup failed");
-                    (Vec::new(), None)
+            match cached {
+                Some(providers) => (providers, None),
+                None => {
+                    let found = self.find_providers(key).await;
+                    (found.clone().unwrap_or_default(), found)
                 }
             }
         })
@@ -875,6 +898,26 @@ impl BlobFetch<'_> {
             stream::iter(found.map(Refreshed::Found)).chain(asks)
         })
         .boxed()
+    }
+
+    /// Looks the providers of `key` up in the DHT; `None` if the lookup failed.
+    async fn find_providers(&self, key: ContentKey) -> Option<Vec<NodeInfo>> {
+        let m = self.mesh;
+        let asked = Instant::now();
+        match m.discovery.providers(key, m.cfg.max_providers).await {
+            Ok(p) => {
+                tracing::debug!(
+                    found = p.len(),
+                    ms = asked.elapsed().as_millis() as u64,
+                    "provider lookup"
+                );
+                Some(p)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "provider lookup failed");
+                None
+            }
+        }
     }
 
     /// Tells the scheduler what a provider answered. Returns the provider and whether it is

@@ -12,10 +12,14 @@
 //!    one owner among the nodes pulling this blob (rendezvous hashing over their ids), and only
 //!    the owner fetches it from the Hub. The others wait for it to appear at the owner — unless
 //!    the stripe has made no progress for its grace (the owner may be stuck, or disagree about
-//!    who owns what), in which case they fetch the rest of it from the Hub themselves. Progress
-//!    is a chunk of the stripe newly held here or by any peer; each one restarts the wait, so a
-//!    slow Hub that the owner is still draining never triggers a duplicate fetch. The grace is
-//!    `origin_grace`, or three times the longest gap seen between two progress steps of that
+//!    who owns what), in which case the next node in the stripe's rendezvous order takes the
+//!    rest of it from the Hub; after another grace without progress the one after it, and so on
+//!    (a node that does not count as a puller comes last). So a stuck stripe is fetched again by
+//!    one node per grace, not by every waiting node at once. Progress is a chunk of the stripe
+//!    newly held here or by any peer; each one restarts the wait, so a slow Hub that the owner
+//!    is still draining never triggers a duplicate fetch; so does a change of owner (the pullers
+//!    changed: a peer left or was cut off), which gives the new owner a whole grace. The grace
+//!    is `origin_grace`, or three times the longest gap seen between two progress steps of that
 //!    stripe if that is longer (a Hub slower than the fixed grace per chunk). An owner that joins
 //!    late leaves a stripe that peers hold part of while it holds none to whoever is fetching it
 //!    (with the same grace).
@@ -138,8 +142,12 @@ struct PeerView {
 /// A stripe whose chunks we wait for at its owner.
 #[derive(Debug, Clone)]
 struct StripeWait {
-    /// When the wait began, or the stripe last made progress.
+    /// When the wait began, the stripe last made progress, or its owner changed.
     since: Instant,
+    /// The owner waited for: another owner (the pullers changed) starts the wait again.
+    owner: NodeId,
+    /// This node's turn to take the stripe over: after `turn` graces without progress.
+    turn: u32,
     /// Chunks of the stripe held here or by a peer at `since`.
     held: u64,
     /// Longest time between two progress steps seen so far.
@@ -168,8 +176,9 @@ pub struct Scheduler {
     /// Per chunk, how many peers that are not banned hold it.
     holders: Vec<u32>,
     pullers: Vec<NodeId>,
-    /// Owner of each stripe under the current pullers, filled as stripes are asked about.
-    owners: Vec<Option<NodeId>>,
+    /// Owner of each stripe under the current pullers and this node's turn to take it over (0
+    /// if it is the owner), filled as stripes are asked about.
+    owners: Vec<Option<(NodeId, u32)>>,
     inflight: BTreeMap<u64, InFlight>,
     /// Requests with chunks still in flight: each one's source and chunks left.
     requests: BTreeMap<u64, (Source, u64)>,
@@ -310,21 +319,29 @@ impl Scheduler {
         self.pullers.len()
     }
 
-    /// Whether this node owns `stripe` (cached until the pullers change).
-    fn owns(&mut self, stripe: u64) -> bool {
+    /// The owner of `stripe` and this node's turn to take it over when it makes no progress:
+    /// its place in the stripe's rendezvous order (0 for the owner, 1 for the next, ...; the
+    /// number of pullers if this node is not one). Cached until the pullers change.
+    fn owner_and_turn(&mut self, stripe: u64) -> (NodeId, u32) {
         if self.owners.is_empty() {
             let stripes = self.local.len().div_ceil(self.stripe_len());
             self.owners = vec![None; stripes as usize];
         }
-        let owner = match self.owners[stripe as usize] {
-            Some(o) => o,
-            None => {
-                let o = self.stripe_owner(stripe * self.stripe_len());
-                self.owners[stripe as usize] = Some(o);
-                o
+        if let Some(o) = self.owners[stripe as usize] {
+            return o;
+        }
+        let scored = |id: &NodeId| score(&[&self.key, &id.0, &stripe.to_le_bytes()]);
+        let owner = self.stripe_owner(stripe * self.stripe_len());
+        let turn = match self.pullers.contains(&self.me) {
+            true => {
+                let mine = scored(&self.me);
+                self.pullers.iter().filter(|p| scored(p) > mine).count()
             }
+            false => self.pullers.len(),
         };
-        owner == self.me
+        let o = (owner, turn as u32);
+        self.owners[stripe as usize] = Some(o);
+        o
     }
 
     /// The owner of `chunk`'s stripe: the puller with the highest rendezvous score.
@@ -439,7 +456,7 @@ impl Scheduler {
             .values()
             .filter(|f| matches!(f.source, Source::Peer(_)))
             .map(|f| f.since + self.cfg.stall_timeout);
-        let grace = self.waiting.values().map(|w| w.since + self.grace(w));
+        let grace = self.waiting.values().map(|w| w.since + self.turn_wait(w));
         let busy = self.peers.values().filter_map(|p| p.busy_until);
         stall.chain(grace).chain(busy).min()
     }
@@ -512,10 +529,13 @@ impl Scheduler {
             // Another chunk of a stripe this plan already found waiting.
             return c + 1;
         }
-        let mine = (self.owns(stripe) && !self.under_way_elsewhere(stripe)) || {
+        let (owner, turn) = self.owner_and_turn(stripe);
+        let mine = (owner == self.me && !self.under_way_elsewhere(stripe)) || {
             let held = self.stripe_held(stripe);
             let w = self.waiting.entry(stripe).or_insert(StripeWait {
                 since: now,
+                owner,
+                turn,
                 held,
                 gap: Duration::ZERO,
             });
@@ -524,8 +544,14 @@ impl Scheduler {
                 w.since = now;
                 w.held = held;
             }
+            if w.owner != owner {
+                // The pullers changed: the new owner gets a whole grace of its own.
+                w.since = now;
+                w.owner = owner;
+            }
+            w.turn = turn.max(1);
             let w = w.clone();
-            now.duration_since(w.since) >= self.grace(&w)
+            now.duration_since(w.since) >= self.turn_wait(&w)
         };
         if !mine {
             still_waiting.push(stripe);
@@ -549,6 +575,14 @@ impl Scheduler {
     /// How long stripe wait `w` may go without progress.
     fn grace(&self, w: &StripeWait) -> Duration {
         self.cfg.origin_grace.max(w.gap.saturating_mul(3))
+    }
+
+    /// How long this node waits for stripe wait `w` before taking the stripe over: a grace per
+    /// node ahead of it in the stripe's order, so that the owner's successor takes over a stuck
+    /// stripe alone, and the next one only if the successor makes no progress either, instead
+    /// of every waiting node at once.
+    fn turn_wait(&self, w: &StripeWait) -> Duration {
+        self.grace(w).saturating_mul(w.turn)
     }
 
     /// Chunks of `stripe` that are here or that a peer can serve.

@@ -452,10 +452,15 @@ fn a_node_the_other_pullers_cannot_see_owns_no_stripe() {
         "every stripe belongs to a node the others know"
     );
     assert!(unseen.plan(t0).is_empty(), "it waits for the owners");
-    let later = unseen.plan(t0 + SchedConfig::default().origin_grace);
+    // It comes last in every stripe's order: after the three pullers' turns.
+    let grace = SchedConfig::default().origin_grace;
+    assert!(unseen
+        .plan(t0 + grace * 3 - Duration::from_millis(1))
+        .is_empty());
+    let later = unseen.plan(t0 + grace * 3);
     assert!(
         later.iter().all(|r| r.source == Source::Hub) && !later.is_empty(),
-        "after the grace with no progress it fetches from the Hub itself: {later:?}"
+        "after three graces with no progress it fetches from the Hub itself: {later:?}"
     );
 
     // Seen by the others, it owns its share; alone, it owns everything.
@@ -587,4 +592,89 @@ fn a_node_pulling_alone_asks_in_order() {
         }
         assert_eq!(asked, (0..64).collect::<Vec<u64>>(), "node {n}");
     }
+}
+
+#[test]
+fn a_stuck_stripe_passes_to_one_successor_per_grace_not_to_every_waiting_node() {
+    let t0 = Instant::now();
+    let cfg = SchedConfig {
+        stripe_chunks: 64,
+        ..SchedConfig::default()
+    };
+    let grace = cfg.origin_grace;
+    let nodes: Vec<NodeId> = (1..=4).map(id).collect();
+    let scheds: Vec<Scheduler> = nodes
+        .iter()
+        .map(|&n| {
+            let mut s = Scheduler::new(cfg.clone(), n, b"etag", Bitmap::empty(64));
+            s.set_pullers(nodes.clone(), true);
+            s
+        })
+        .collect();
+    // The stripe's order: its owner, then who takes over after one grace, then after two.
+    let owner = scheds[0].stripe_owner(0);
+    let mut waiting: Vec<Scheduler> = scheds.into_iter().filter(|s| s.me != owner).collect();
+    assert_eq!(waiting.len(), 3);
+    // The owner never makes progress. Nobody fetches before the grace; after one grace exactly
+    // one node does; after two, one more; after three, the last.
+    for s in &mut waiting {
+        assert!(s.plan(t0).is_empty());
+    }
+    let mut fetching = 0;
+    for k in 1..=3u32 {
+        let t = t0 + grace * k;
+        assert!(
+            waiting
+                .iter_mut()
+                .all(|s| s.plan(t - Duration::from_millis(1)).is_empty()),
+            "before grace {k}"
+        );
+        let now_fetching = waiting
+            .iter_mut()
+            .map(|s| {
+                let reqs = s.plan(t);
+                assert!(reqs.iter().all(|r| r.source == Source::Hub));
+                !reqs.is_empty()
+            })
+            .filter(|fetches| *fetches)
+            .count();
+        fetching += now_fetching;
+        assert_eq!(
+            now_fetching, 1,
+            "grace {k}: one more node takes the stripe over"
+        );
+    }
+    assert_eq!(fetching, 3);
+}
+
+#[test]
+fn a_new_owner_gets_a_whole_grace_of_its_own() {
+    let t0 = Instant::now();
+    let cfg = SchedConfig {
+        stripe_chunks: 64,
+        ..SchedConfig::default()
+    };
+    let grace = cfg.origin_grace;
+    let (mut s, owner) = non_owner_of_stripe_0(&cfg, 64);
+    assert!(s.plan(t0).is_empty());
+    // Just before the grace runs out, the owner is replaced (say it was cut off and a new node
+    // came): the wait starts again for the new owner.
+    let others: Vec<NodeId> = (3..40).map(id).filter(|n| *n != owner).collect();
+    let new = others
+        .iter()
+        .copied()
+        .find(|&n| {
+            let mut probe = Scheduler::new(cfg.clone(), s.me, b"etag", Bitmap::empty(64));
+            probe.set_pullers(vec![n], true);
+            probe.stripe_owner(0) == n
+        })
+        .expect("some node outranks this one for stripe 0");
+    let swap = t0 + grace - Duration::from_secs(1);
+    s.set_pullers(vec![new], true);
+    assert!(s.plan(swap).is_empty(), "the new owner is waited for");
+    assert!(s.plan(t0 + grace).is_empty(), "not the old owner's grace");
+    assert!(
+        !s.plan(swap + grace).is_empty(),
+        "the new owner's grace ran out"
+    );
 }
