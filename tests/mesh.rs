@@ -233,66 +233,51 @@ async fn the_only_holder_dies_mid_transfer_and_the_hub_supplies_the_rest() {
     same_model_as(&holder, &r);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_cold_starting_together_take_each_byte_from_the_hub_about_once() {
+/// Four nodes of one rack cold-start a pull of the medium model together, the Hub capped at
+/// `hub_bps` (the bottleneck, as in a real cold start). Checks every tree and that the Hub sent
+/// the model about once, and returns the nodes with their reports.
+async fn four_cold_start(hub_bps: u64) -> (Vec<Mesh>, Vec<hfmesh::mesh::MeshReport>) {
     let (_root, hub) = start_hub().await;
-    // The Hub is the bottleneck, as in a real cold start.
     hub.set_faults(Faults {
-        bandwidth_bps: Some(64 << 20),
+        bandwidth_bps: Some(hub_bps),
         ..Faults::default()
     });
     let net = Net::new();
     let nodes: Vec<Mesh> = (1..=4).map(|n| net.node(&hub, n, "r1")).collect();
     let what = medium();
     let pulls = nodes.iter().map(|m| m.pull(&what, silent()));
-    let reports = futures_util::future::join_all(pulls).await;
+    let reports: Vec<_> = futures_util::future::join_all(pulls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
     let served = hub.stats().bytes_served;
     for r in &reports {
-        let r = r.as_ref().unwrap();
         assert_medium_model(&r.snapshot_dir);
     }
-    let from_hub: u64 = reports
-        .iter()
-        .map(|r| r.as_ref().unwrap().bytes_from_hub)
-        .sum();
+    let from_hub: u64 = reports.iter().map(|r| r.bytes_from_hub).sum();
     assert_eq!(from_hub, served);
     assert!(
         served as f64 <= 1.25 * MEDIUM_SIZE as f64,
         "4 nodes took {:.2} x the model from the Hub",
         served as f64 / MEDIUM_SIZE as f64
     );
+    (nodes, reports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_cold_starting_together_take_each_byte_from_the_hub_about_once() {
+    let (_, reports) = four_cold_start(64 << 20).await;
     assert!(
-        reports
-            .iter()
-            .filter(|r| r.as_ref().unwrap().bytes_from_hub > 0)
-            .count()
-            >= 2,
+        reports.iter().filter(|r| r.bytes_from_hub > 0).count() >= 2,
         "the Hub work was split"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_pull_asks_its_providers_every_refresh_but_looks_them_up_far_less() {
-    let (_root, hub) = start_hub().await;
     // About 8 s of pulling: 30 refreshes of the blob's view per node.
-    hub.set_faults(Faults {
-        bandwidth_bps: Some(20 << 20),
-        ..Faults::default()
-    });
-    let net = Net::new();
-    let nodes: Vec<Mesh> = (1..=4).map(|n| net.node(&hub, n, "r1")).collect();
-    let what = medium();
-    let pulls = nodes.iter().map(|m| m.pull(&what, silent()));
-    let reports = futures_util::future::join_all(pulls).await;
-    for r in &reports {
-        assert_medium_model(&r.as_ref().unwrap().snapshot_dir);
-    }
-    let served = hub.stats().bytes_served;
-    assert!(
-        served as f64 <= 1.25 * MEDIUM_SIZE as f64,
-        "4 nodes took {:.2} x the model from the Hub",
-        served as f64 / MEDIUM_SIZE as f64
-    );
+    let (nodes, _) = four_cold_start(20 << 20).await;
     for (n, m) in nodes.iter().enumerate() {
         let refreshes = m.counters.view_refreshes.load(Ordering::Relaxed);
         let lookups = m.counters.provider_lookups.load(Ordering::Relaxed);

@@ -32,6 +32,14 @@ fn non_owner_of_stripe_0(cfg: &SchedConfig, chunks: u64) -> (Scheduler, NodeId) 
     (s, owner)
 }
 
+/// The default configuration with 64-chunk stripes: a 64-chunk blob is one stripe.
+fn one_stripe_of_64() -> SchedConfig {
+    SchedConfig {
+        stripe_chunks: 64,
+        ..SchedConfig::default()
+    }
+}
+
 fn complete_all(s: &mut Scheduler, reqs: &[Request]) {
     for r in reqs {
         for c in r.chunks.clone() {
@@ -245,10 +253,7 @@ fn pullers_split_the_hub_and_each_stripe_has_exactly_one_owner() {
 #[test]
 fn a_non_owner_waits_for_the_owner_then_takes_over_after_the_grace() {
     let t0 = Instant::now();
-    let cfg = SchedConfig {
-        stripe_chunks: 64,
-        ..SchedConfig::default()
-    };
+    let cfg = one_stripe_of_64();
     let grace = cfg.origin_grace;
     let (mut s, owner) = non_owner_of_stripe_0(&cfg, 64);
     assert!(
@@ -597,10 +602,7 @@ fn a_node_pulling_alone_asks_in_order() {
 #[test]
 fn a_stuck_stripe_passes_to_one_successor_per_grace_not_to_every_waiting_node() {
     let t0 = Instant::now();
-    let cfg = SchedConfig {
-        stripe_chunks: 64,
-        ..SchedConfig::default()
-    };
+    let cfg = one_stripe_of_64();
     let grace = cfg.origin_grace;
     let nodes: Vec<NodeId> = (1..=4).map(id).collect();
     let scheds: Vec<Scheduler> = nodes
@@ -650,10 +652,7 @@ fn a_stuck_stripe_passes_to_one_successor_per_grace_not_to_every_waiting_node() 
 #[test]
 fn a_new_owner_gets_a_whole_grace_of_its_own() {
     let t0 = Instant::now();
-    let cfg = SchedConfig {
-        stripe_chunks: 64,
-        ..SchedConfig::default()
-    };
+    let cfg = one_stripe_of_64();
     let grace = cfg.origin_grace;
     let (mut s, owner) = non_owner_of_stripe_0(&cfg, 64);
     assert!(s.plan(t0).is_empty());
