@@ -575,6 +575,19 @@ enum Refreshed {
     Answer(Answer),
 }
 
+/// Records in `pace` what a lookup begun at `begun` found, and returns it: the list the
+/// refreshes ask until the next lookup.
+fn note_lookup(
+    pace: &mut LookupPace<Instant, Duration, NodeId>,
+    begun: Instant,
+    found: Vec<NodeInfo>,
+    refresh: Duration,
+) -> Vec<NodeInfo> {
+    let ids = found.iter().map(|p| p.id).collect();
+    pace.found(begun, ids, refresh, MAX_LOOKUP_EVERY);
+    found
+}
+
 /// The end of the lookup running beside the refreshes; never ready when none is running.
 async fn next_found(
     dht: &mut Option<(Instant, BoxFuture<'_, Option<Vec<NodeInfo>>>)>,
@@ -755,17 +768,13 @@ impl BlobFetch<'_> {
                 Event::Found((begun, found)) => {
                     dht = None;
                     if let Some(found) = found {
-                        let ids = found.iter().map(|p| p.id).collect();
-                        pace.found(begun, ids, m.cfg.refresh, MAX_LOOKUP_EVERY);
-                        listed = found;
+                        listed = note_lookup(&mut pace, begun, found, m.cfg.refresh);
                     }
                     continue;
                 }
                 Event::Answer(Some(Refreshed::Found(found))) => {
-                    let ids = found.iter().map(|p| p.id).collect();
                     let begun = last_refresh.unwrap_or(started);
-                    pace.found(begun, ids, m.cfg.refresh, MAX_LOOKUP_EVERY);
-                    listed = found;
+                    listed = note_lookup(&mut pace, begun, found, m.cfg.refresh);
                     continue;
                 }
                 Event::Answer(Some(Refreshed::Answer(mut answer))) => {

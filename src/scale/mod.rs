@@ -74,10 +74,8 @@ struct Host {
     learned: Vec<Vec<usize>>,
     /// Per blob, the hosts that asked this one, most recent first (at most `MAX_ASKERS`; the mesh
     /// also forgets askers after a minute, which a pull of this model never reaches per file).
-    askers: Vec<Vec<usize>>,
-    /// Per blob, the hosts that found this one in the DHT's list and asked it, with when they
-    /// last did (at most `MAX_ASKERS`, most recent first).
-    listed_askers: Vec<Vec<(usize, f64)>>,
+    /// With each: when it last asked, and whether it found this one in the DHT's list.
+    askers: Vec<Vec<(usize, f64, bool)>>,
     /// Per blob, when the DHT is asked for its providers again, and whom it named last.
     pace: Vec<LookupPace<f64, f64, usize>>,
     found: Vec<Vec<usize>>,
@@ -142,7 +140,6 @@ impl<'a> Sim<'a> {
                     seen: vec![Vec::new(); p.files],
                     learned: vec![Vec::new(); p.files],
                     askers: vec![Vec::new(); p.files],
-                    listed_askers: vec![Vec::new(); p.files],
                     pace: vec![LookupPace::new(p.refresh_secs); p.files],
                     found: vec![Vec::new(); p.files],
                     next_refresh: 0.0,
@@ -311,8 +308,8 @@ impl<'a> Sim<'a> {
                 let h = &self.hosts[i];
                 let pace = &h.pace[b];
                 let unseen = pace.last().is_some_and(|since| {
-                    let askers = h.listed_askers[b].iter().filter(|(_, t)| *t >= since);
-                    pace.unseen(askers.map(|(a, _)| a), exchange_after)
+                    let askers = h.askers[b].iter().filter(|(_, t, l)| *l && *t >= since);
+                    pace.unseen(askers.map(|(a, _, _)| a), exchange_after)
                 });
                 self.refreshes += 1;
                 if pace.due(self.t, h.scheds[b].hub_allowed(), unseen) {
@@ -337,14 +334,7 @@ impl<'a> Sim<'a> {
                     if !self.hosts[j].alive {
                         continue; // no answer
                     }
-                    self.ask(i, j, b);
-                    if found.contains(&j) {
-                        let t = self.t;
-                        let listed = &mut self.hosts[j].listed_askers[b];
-                        listed.retain(|(a, _)| *a != i);
-                        listed.insert(0, (i, t));
-                        listed.truncate(MAX_ASKERS);
-                    }
+                    self.ask(i, j, b, found.contains(&j));
                     // Only the DHT's providers, the same for everyone, own stripes.
                     if found.contains(&j) && !self.hosts[j].scheds[b].is_done() {
                         pullers.push(self.hosts[j].id);
@@ -375,15 +365,16 @@ impl<'a> Sim<'a> {
     }
 
     /// Host `i` asks host `j` what it holds of blob `b`: `j`'s bitmap reaches `i`'s scheduler
-    /// (unless unchanged since the last answer), `j` remembers `i` as an asker, and with
+    /// (unless unchanged since the last answer), `j` remembers `i` as an asker (and whether `i`
+    /// found it `listed` by the DHT, as `LocalStore::swarm`), and with
     /// `peer_exchange` its answer names up to that many of its other recent askers, which `i`
     /// keeps (its view holds at most `max_providers` peers).
-    fn ask(&mut self, i: usize, j: usize, b: usize) {
+    fn ask(&mut self, i: usize, j: usize, b: usize, listed: bool) {
         if self.p.peer_exchange > 0 {
             // As `LocalStore::swarm` names them: the most recent first.
             let hints: Vec<usize> = self.hosts[j].askers[b]
                 .iter()
-                .copied()
+                .map(|&(a, _, _)| a)
                 .filter(|&a| a != i && self.hosts[a].alive)
                 .take(self.p.peer_exchange)
                 .collect();
@@ -395,8 +386,8 @@ impl<'a> Sim<'a> {
             }
         }
         let askers = &mut self.hosts[j].askers[b];
-        askers.retain(|&a| a != i);
-        askers.insert(0, i);
+        askers.retain(|&(a, _, _)| a != i);
+        askers.insert(0, (i, self.t, listed));
         askers.truncate(MAX_ASKERS);
         let version = self.hosts[j].versions[b];
         let seen = &mut self.hosts[i].seen[b];
