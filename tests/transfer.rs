@@ -109,6 +109,19 @@ impl ChunkSource for MemSource {
         ))
     }
 
+    fn chunk_hashes(&self, etag: &Etag) -> Option<Vec<Option<[u8; 32]>>> {
+        let (bytes, bits) = self.blobs.get(etag)?;
+        let hash = |i: u64| {
+            let r = chunk_range(bytes.len() as u64, i);
+            *blake3::hash(&bytes[r.start as usize..r.end as usize]).as_bytes()
+        };
+        Some(
+            (0..bits.len())
+                .map(|i| bits.get(i).then(|| hash(i)))
+                .collect(),
+        )
+    }
+
     fn holdings(&self) -> Holdings {
         let blobs = self
             .blobs
@@ -125,6 +138,16 @@ impl ChunkSource for MemSource {
 }
 
 async fn start(key: NodeKey, secret: ClusterSecret, source: Arc<MemSource>) -> Transfer {
+    start_speaking(key, secret, source, hfmesh::wire::PROTOCOL_VERSION).await
+}
+
+/// [`start`] for a node that speaks the protocol versions up to `newest` only.
+async fn start_speaking(
+    key: NodeKey,
+    secret: ClusterSecret,
+    source: Arc<MemSource>,
+    newest: u16,
+) -> Transfer {
     let cfg = TransferConfig {
         key,
         cluster: secret,
@@ -134,7 +157,7 @@ async fn start(key: NodeKey, secret: ClusterSecret, source: Arc<MemSource>) -> T
         },
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    Transfer::bind(cfg, source).await.unwrap()
+    Transfer::bind_speaking(cfg, source, newest).await.unwrap()
 }
 
 fn info(t: &Transfer) -> NodeInfo {
@@ -395,6 +418,106 @@ async fn the_server_knows_a_swarm_asker_by_its_id_hello_and_serving_address() {
     assert_eq!(none, None);
     within(client.shutdown()).await;
     within(server.shutdown()).await;
+}
+
+/// A question about each of `etags` (hashes wanted of the even ones), all at once.
+async fn ask_all(
+    conn: &hfmesh::transfer::PeerConn,
+    etags: &[Etag],
+) -> Vec<Result<hfmesh::wire::Asked, TransferError>> {
+    let asks = etags.iter().enumerate().map(|(i, e)| {
+        conn.ask(hfmesh::wire::AskItem {
+            etag: e.clone(),
+            listed: true,
+            hashes: i % 2 == 0,
+        })
+    });
+    within(futures_util::future::join_all(asks)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_about_several_blobs_to_one_peer_travel_as_one_ask() {
+    let mut source = MemSource::default();
+    let blobs: Vec<Vec<u8>> = (1..=4)
+        .map(|n| content(n, 2 * CHUNK_SIZE as usize + 9))
+        .collect();
+    for (n, b) in (1..=4).zip(&blobs) {
+        let present: &[u64] = if n == 2 { &[1] } else { &[0, 2] };
+        source.blob(etag(n), b.clone(), Some(present));
+    }
+    let source = Arc::new(source);
+    let server = start(NodeKey::generate(), cluster(), source.clone()).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    assert_eq!(conn.version(), 3);
+    // Four blobs the server holds part of and one it does not: five questions, one request.
+    let etags: Vec<Etag> = (1..=5).map(etag).collect();
+    let answers = ask_all(&conn, &etags).await;
+    assert_eq!(server.questions_answered(), (1, 5));
+    for (i, a) in answers.into_iter().enumerate() {
+        let a = a.unwrap();
+        assert_eq!(a.have, source.have(&etags[i]), "blob {i}");
+        // This source names the asker itself, as the server took it.
+        assert_eq!(a.others.len(), 1, "blob {i}");
+        assert_eq!(a.others[0].node, client.node(), "blob {i}");
+        let hashes = (i % 2 == 0)
+            .then(|| source.chunk_hashes(&etags[i]))
+            .flatten();
+        assert_eq!(a.hashes, hashes, "blob {i}");
+    }
+    // The hashes are the chunks' own.
+    let h = source.chunk_hashes(&etag(1)).unwrap();
+    assert_eq!(
+        h[0],
+        Some(*blake3::hash(&blobs[0][..CHUNK_SIZE as usize]).as_bytes())
+    );
+    assert_eq!(h[1], None);
+    within(client.shutdown()).await;
+    within(server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_speaks_version_2_with_an_older_peer_in_both_directions() {
+    let mut source = MemSource::default();
+    source.blob(etag(1), content(1, 3 * CHUNK_SIZE as usize), Some(&[0, 2]));
+    source.blob(etag(2), content(2, 100), None);
+    let source = Arc::new(source);
+    let etags = [etag(1), etag(2), etag(3)];
+    // A new client and an old server, then an old client and a new server.
+    for (server_speaks, client_speaks) in [(2, 3), (3, 2)] {
+        let server = start_speaking(
+            NodeKey::generate(),
+            cluster(),
+            source.clone(),
+            server_speaks,
+        )
+        .await;
+        let client = start_speaking(
+            NodeKey::generate(),
+            cluster(),
+            Arc::default(),
+            client_speaks,
+        )
+        .await;
+        let conn = within(client.connect(&info(&server))).await.unwrap();
+        assert_eq!(conn.version(), 2);
+        let answers = ask_all(&conn, &etags).await;
+        for (i, a) in answers.into_iter().enumerate() {
+            let a = a.unwrap();
+            assert_eq!(a.have, source.have(&etags[i]), "blob {i}");
+            let hashes = (i % 2 == 0)
+                .then(|| source.chunk_hashes(&etags[i]))
+                .flatten();
+            assert_eq!(a.hashes, hashes, "blob {i}");
+        }
+        // One `Swarm` per blob, and a `Hashes` for the one held that wanted them.
+        assert_eq!(server.questions_answered(), (4, 4));
+        // The rest of the protocol is unchanged.
+        let missing = fetch_and_check(&conn, &etag(2), &content(2, 100), 0, 1).await;
+        assert!(missing.is_empty());
+        within(client.shutdown()).await;
+        within(server.shutdown()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,6 +390,8 @@ impl Daemon {
             bytes_served: stats.iter().map(|s| s.bytes_sent).sum(),
             bytes_received: stats.iter().map(|s| s.bytes_received).sum(),
             uploads_refused_busy: self.node.transfer.uploads_refused_busy(),
+            questions_answered: self.node.transfer.questions_answered().0,
+            question_blobs: self.node.transfer.questions_answered().1,
             bad_chunks: counters.bad_chunks.load(Ordering::Relaxed),
             view_refreshes: counters.view_refreshes.load(Ordering::Relaxed),
             provider_lookups: counters.provider_lookups.load(Ordering::Relaxed),

@@ -45,6 +45,11 @@ pub struct Gauges {
     pub bytes_received: u64,
     /// Chunk requests refused as busy (every upload slot taken).
     pub uploads_refused_busy: u64,
+    /// Questions about blobs answered to peers (requests), and the blobs they were about (an
+    /// `Ask` covers several blobs in one request).
+    pub questions_answered: u64,
+    /// See `questions_answered`.
+    pub question_blobs: u64,
     /// Chunks from peers that failed verification.
     pub bad_chunks: u64,
     /// Refreshes of a blob's view during pulls (each asks the blob's providers what they hold).
@@ -129,6 +134,18 @@ impl Metrics {
             "counter",
             "Chunk requests from peers refused as busy: every upload slot was taken.",
             &one(g.uploads_refused_busy),
+        );
+        metric(
+            "hfmesh_questions_answered_total",
+            "counter",
+            "Requests from peers asking which chunks of blobs this node holds.",
+            &one(g.questions_answered),
+        );
+        metric(
+            "hfmesh_question_blobs_total",
+            "counter",
+            "Blobs those questions were about (one request may ask about several).",
+            &one(g.question_blobs),
         );
         metric(
             "hfmesh_chunk_verification_failures_total",
@@ -270,6 +287,8 @@ mod tests {
         let text = m.render(&Gauges {
             bytes_from_peers: 10,
             uploads_refused_busy: 3,
+            questions_answered: 5,
+            question_blobs: 17,
             view_refreshes: 40,
             provider_lookups: 9,
             ready: true,
@@ -294,6 +313,8 @@ mod tests {
         assert!(text.contains("hfmesh_ready 1\n"));
         assert!(text.contains("hfmesh_uploads_refused_busy_total 3\n"));
         assert!(text.contains("hfmesh_view_refreshes_total 40\n"));
+        assert!(text.contains("hfmesh_questions_answered_total 5\n"));
+        assert!(text.contains("hfmesh_question_blobs_total 17\n"));
         assert!(text.contains("hfmesh_provider_lookups_total 9\n"));
         assert!(text.contains("# TYPE hfmesh_evictions_total counter\nhfmesh_evictions_total 2\n"));
         assert!(text.contains("hfmesh_evicted_bytes_total 4096\n"));

@@ -307,21 +307,17 @@ impl Peers for crate::transfer::Transfer {
             .connect(peer)
             .await
             .map_err(|e| transfer_error(peer, e))?;
-        let (have, others) = conn
-            .swarm(etag, listed)
-            .await
-            .map_err(|e| transfer_error(peer, e))?;
-        let others = others.into_iter().map(node_info).collect();
-        let Some(chunks) = have else {
+        let item = crate::wire::AskItem {
+            etag: etag.clone(),
+            listed,
+            hashes: with_hashes,
+        };
+        let asked = conn.ask(item).await.map_err(|e| transfer_error(peer, e))?;
+        let others = asked.others.into_iter().map(node_info).collect();
+        let Some(chunks) = asked.have else {
             return Ok((None, others));
         };
-        let hashes = match with_hashes {
-            true => conn
-                .hashes(etag)
-                .await
-                .map_err(|e| transfer_error(peer, e))?,
-            false => None,
-        };
+        let hashes = asked.hashes;
         Ok((Some(BlobHave { chunks, hashes }), others))
     }
 

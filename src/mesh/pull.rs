@@ -544,6 +544,25 @@ where
     refreshed.is_some_and(|t| t >= started + gather && t > changed)
 }
 
+/// When the refresh after one begun at `last` is due: the first instant of the node-wide grid
+/// of `every` (from the process's first refresh) at least half a period after `last`. Every
+/// blob a node pulls refreshes at the same instants, so their questions to one peer go out
+/// within [`ASK_GATHER`](crate::transfer::config::ASK_GATHER) of each other and travel as one
+/// `Ask` (see [`PeerConn::ask`](crate::transfer::PeerConn::ask)).
+fn next_refresh(last: Instant, every: Duration) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    grid_tick(epoch, last + every / 2, every)
+}
+
+/// The first instant `epoch + k × every` (k ≥ 0) at or after `after`.
+pub(crate) fn grid_tick(epoch: Instant, after: Instant, every: Duration) -> Instant {
+    let every_ns = every.as_nanos().max(1);
+    let since = after.saturating_duration_since(epoch).as_nanos();
+    let ticks = since.div_ceil(every_ns);
+    epoch + Duration::from_nanos(u64::try_from(ticks * every_ns).unwrap_or(u64::MAX))
+}
+
 /// How many peers learned by peer exchange a refresh asks besides the `found` providers: none
 /// until the DHT's list is full (`exchange_after`), then up to `max_providers` in all. Shared
 /// with the scale model.
@@ -684,7 +703,7 @@ impl BlobFetch<'_> {
             }
             if !self.hub_only
                 && lookup.is_none()
-                && last_refresh.is_none_or(|t| now >= t + m.cfg.refresh)
+                && last_refresh.is_none_or(|t| now >= next_refresh(t, m.cfg.refresh))
             {
                 last_refresh = Some(now);
                 let mut skip = sched.banned_peers();
@@ -744,7 +763,7 @@ impl BlobFetch<'_> {
             let refresh_at = match (&lookup, last_refresh) {
                 // The next refresh is due once this one has ended.
                 (Some(_), _) => now + Duration::from_secs(3600),
-                (None, Some(t)) => t + m.cfg.refresh,
+                (None, Some(t)) => next_refresh(t, m.cfg.refresh),
                 (None, None) => now,
             };
             let mut wake = sched
@@ -1194,4 +1213,25 @@ async fn fetch_hub_chunks(
         }
     }
     (done, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_fall_on_one_grid_whenever_they_began() {
+        let epoch = Instant::now();
+        let every = Duration::from_millis(250);
+        let ms = |n: u64| Duration::from_millis(n);
+        assert_eq!(grid_tick(epoch, epoch, every), epoch);
+        assert_eq!(grid_tick(epoch, epoch + ms(1), every), epoch + ms(250));
+        assert_eq!(grid_tick(epoch, epoch + ms(250), every), epoch + ms(250));
+        assert_eq!(grid_tick(epoch, epoch + ms(1001), every), epoch + ms(1250));
+        // Two blobs whose refreshes began 90 ms apart refresh together from the next one on.
+        for began in [ms(1010), ms(1100)] {
+            let due = grid_tick(epoch, epoch + began + every / 2, every);
+            assert_eq!(due, epoch + ms(1250), "began at {began:?}");
+        }
+    }
 }

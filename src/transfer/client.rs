@@ -10,7 +10,8 @@ use bytes::Bytes;
 use tokio::time::timeout;
 
 use super::config::{
-    self, DRAIN_TIMEOUT, FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, HELLO_TIMEOUT, WAIT_IDLE_TIMEOUT,
+    self, ASK_GATHER, DRAIN_TIMEOUT, FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, HELLO_TIMEOUT,
+    WAIT_IDLE_TIMEOUT,
 };
 use super::hello::{self, Role};
 use super::stats::{Counters, PeerStats, Registry};
@@ -21,7 +22,10 @@ use crate::manifest::SignedManifest;
 use crate::node::{ClusterSecret, NodeId, NodeKey, Topology};
 use crate::repo::{CommitId, RepoId, RepoKind};
 use crate::store::Bitmap;
-use crate::wire::{CloseCode, Holdings, Message, Request, Response};
+use crate::wire::{
+    AskItem, Asked, CloseCode, Holdings, Message, Request, Response, MAX_ASK_ITEMS,
+    PROTOCOL_VERSION,
+};
 
 /// What an endpoint needs: who this node is, which cluster it is in, and where to listen.
 #[derive(Debug, Clone)]
@@ -76,16 +80,36 @@ impl Transfer {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Questions about blobs this endpoint has answered (`Have`, `Hashes`, `Swarm` and `Ask`
+    /// requests), and the blobs they were about: one each, and every blob of an `Ask`.
+    pub fn questions_answered(&self) -> (u64, u64) {
+        let s = &self.shared;
+        (
+            s.questions.load(std::sync::atomic::Ordering::Relaxed),
+            s.question_blobs.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
     /// Binds the endpoint on `cfg.listen` and starts serving `source`.
     pub async fn bind(
         cfg: TransferConfig,
         source: Arc<dyn ChunkSource>,
     ) -> Result<Transfer, TransferError> {
+        Transfer::bind_speaking(cfg, source, PROTOCOL_VERSION).await
+    }
+
+    /// [`Transfer::bind`], speaking the protocol versions up to `newest` only, as an older
+    /// release does: for tests of clusters upgraded one host at a time.
+    pub async fn bind_speaking(
+        cfg: TransferConfig,
+        source: Arc<dyn ChunkSource>,
+        newest: u16,
+    ) -> Result<Transfer, TransferError> {
         let identity = tls::Identity::new(&cfg.key)?;
         let transport = config::transport(cfg.listen.ip().is_loopback());
-        let crypto =
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_config(&identity)?)
-                .map_err(|e| TransferError::Tls(e.to_string()))?;
+        let tls_cfg = tls::server_config(&identity, newest)?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls_cfg)
+            .map_err(|e| TransferError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport.clone());
         server.migration(false);
@@ -120,6 +144,9 @@ impl Transfer {
             upload_limit: std::sync::OnceLock::new(),
             upload_slots: std::sync::OnceLock::new(),
             refused_busy: Default::default(),
+            newest,
+            questions: Default::default(),
+            question_blobs: Default::default(),
         });
         shared.tracker.spawn(server::accept_loop(shared.clone()));
         Ok(Transfer {
@@ -165,7 +192,7 @@ impl Transfer {
 
     async fn dial(&self, peer: &NodeInfo) -> Result<PeerConn, TransferError> {
         let s = &self.shared;
-        let (tls_cfg, verifier) = tls::client_config(&s.identity, peer.id)?;
+        let (tls_cfg, verifier) = tls::client_config(&s.identity, peer.id, s.newest)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls_cfg)
             .map_err(|e| TransferError::Tls(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -201,7 +228,14 @@ impl Transfer {
                 return Err(wrong(got));
             }
         }
-        match timeout(HELLO_TIMEOUT, self.client_hello(&conn, peer.id)).await {
+        let Some(version) = tls::negotiated_version(&conn) else {
+            conn.close(quinn::VarInt::from_u32(CloseCode::BadHello as u32), b"");
+            return Err(TransferError::BadHello {
+                peer: peer.id,
+                reason: "no protocol version agreed".into(),
+            });
+        };
+        match timeout(HELLO_TIMEOUT, self.client_hello(&conn, peer.id, version)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 if e.is_peer_fault() {
@@ -222,7 +256,9 @@ impl Transfer {
         Ok(PeerConn {
             conn,
             peer: peer.id,
+            version,
             counters,
+            asks: Arc::default(),
         })
     }
 
@@ -231,9 +267,17 @@ impl Transfer {
         &self,
         conn: &quinn::Connection,
         peer: NodeId,
+        version: u16,
     ) -> Result<(), TransferError> {
         let s = &self.shared;
-        let ours = hello::make(conn, &s.hello_key, Role::Client, s.node, &s.topology)?;
+        let ours = hello::make(
+            conn,
+            &s.hello_key,
+            Role::Client,
+            s.node,
+            &s.topology,
+            version,
+        )?;
         let (mut send, mut recv) = conn
             .open_bi()
             .await
@@ -249,7 +293,7 @@ impl Transfer {
                 })
             }
         };
-        hello::check(conn, &s.hello_key, Role::Server, &theirs, peer)
+        hello::check(conn, &s.hello_key, Role::Server, &theirs, peer, version)
             .map_err(|reason| TransferError::BadHello { peer, reason })
     }
 
@@ -281,8 +325,21 @@ impl Transfer {
 pub struct PeerConn {
     conn: quinn::Connection,
     peer: NodeId,
+    /// The protocol version the handshake settled on.
+    version: u16,
     counters: Arc<Counters>,
+    /// Questions waiting to go out together as one `Ask` (see [`PeerConn::ask`]).
+    asks: Arc<Mutex<AskQueue>>,
 }
+
+/// The questions of [`PeerConn::ask`] not yet sent, and whether a task is sending them.
+#[derive(Default)]
+struct AskQueue {
+    waiting: Vec<(AskItem, AskReply)>,
+    sending: bool,
+}
+
+type AskReply = tokio::sync::oneshot::Sender<Result<Asked, TransferError>>;
 
 impl std::fmt::Debug for PeerConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -427,6 +484,108 @@ impl PeerConn {
         };
         self.counters.sample(&self.conn);
         Ok(answer)
+    }
+
+    /// The protocol version the handshake settled on (see [`crate::wire::ALPNS`]).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// What the peer holds of `item.etag` and whom else it knows pulling it, with the chunk
+    /// hashes it vouches for if `item.hashes` (as [`PeerConn::swarm`] and [`PeerConn::hashes`]).
+    ///
+    /// Questions to the same peer that come within [`ASK_GATHER`] of each other, or while an
+    /// earlier one is on the wire, travel together as one `Ask` request (protocol version 3):
+    /// a node pulling four blobs from the same peers asks each once per refresh, not four or
+    /// eight times. With a version-2 peer each question is its own `Swarm` (and `Hashes`).
+    /// The sending runs on a task of its own, so a caller that gives up (a timeout) cancels
+    /// nobody else's question.
+    pub async fn ask(&self, item: AskItem) -> Result<Asked, TransferError> {
+        if self.version < 3 {
+            return self.ask_alone(item).await;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.asks.lock().unwrap_or_else(|e| e.into_inner());
+            q.waiting.push((item, reply));
+            !std::mem::replace(&mut q.sending, true)
+        };
+        if start {
+            tokio::spawn(self.clone().send_asks());
+        }
+        answer
+            .await
+            .map_err(|_| TransferError::Local("a question's sender stopped".into()))?
+    }
+
+    /// Sends the waiting questions, [`MAX_ASK_ITEMS`] per `Ask`, until none are left.
+    async fn send_asks(self) {
+        tokio::time::sleep(ASK_GATHER).await;
+        loop {
+            let batch: Vec<(AskItem, AskReply)> = {
+                let mut q = self.asks.lock().unwrap_or_else(|e| e.into_inner());
+                if q.waiting.is_empty() {
+                    q.sending = false;
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_ASK_ITEMS);
+                q.waiting.drain(..n).collect()
+            };
+            let (items, replies): (Vec<AskItem>, Vec<AskReply>) = batch.into_iter().unzip();
+            match self.ask_together(items).await {
+                Ok(answers) => {
+                    for (reply, a) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(Ok(a));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `Ask` about `items`; the hashes that did not fit its answer are fetched after it.
+    async fn ask_together(&self, items: Vec<AskItem>) -> Result<Vec<Asked>, TransferError> {
+        let mut x = self
+            .request(&Request::Ask {
+                items: items.clone(),
+            })
+            .await?;
+        let mut answers = match x.one().await? {
+            Response::Ask(a) if a.len() == items.len() => a,
+            Response::Ask(a) => {
+                return Err(self.violation(&format!(
+                    "answered {} of the {} blobs asked about",
+                    a.len(),
+                    items.len()
+                )))
+            }
+            other => return Err(self.unexpected(&other, "ask")),
+        };
+        self.counters.sample(&self.conn);
+        for (item, a) in items.iter().zip(&mut answers) {
+            if item.hashes && a.have.is_some() && a.hashes.is_none() {
+                a.hashes = self.hashes(&item.etag).await?;
+            }
+        }
+        Ok(answers)
+    }
+
+    /// [`PeerConn::ask`] of a version-2 peer: `Swarm`, then `Hashes` if asked and held.
+    async fn ask_alone(&self, item: AskItem) -> Result<Asked, TransferError> {
+        let (have, others) = self.swarm(&item.etag, item.listed).await?;
+        let hashes = match item.hashes && have.is_some() {
+            true => self.hashes(&item.etag).await?,
+            false => None,
+        };
+        Ok(Asked {
+            have,
+            hashes,
+            others,
+        })
     }
 
     /// The BLAKE3 hash of each chunk of `etag` the peer vouches for; `None` if it holds nothing.

@@ -86,6 +86,10 @@ pub const UPLOAD_SLOTS: usize = 8;
 /// Requests (bidirectional streams) one peer may have open at once.
 pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 
+/// How long the first question about a blob waits for others to the same peer, so that they
+/// travel as one `Ask` (a node's pulls refresh on a shared clock, so their questions come within
+/// about a millisecond of each other).
+pub const ASK_GATHER: Duration = Duration::from_millis(2);
 /// How long a handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the hello exchange may take after the handshake.

@@ -4,7 +4,7 @@
 
 use super::TransferError;
 use crate::node::{NodeId, Topology};
-use crate::wire::{Hello, MAC_LEN, PROTOCOL_VERSION};
+use crate::wire::{Hello, MAC_LEN};
 
 /// TLS exporter label of the hello MAC input.
 const EXPORTER_LABEL: &[u8] = b"hfmesh hello v1";
@@ -40,32 +40,41 @@ fn mac(
     Ok(blake3::keyed_hash(hello_key, &exported))
 }
 
-/// This node's hello as `role` on `conn`.
+/// This node's hello as `role` on `conn`, whose handshake settled on protocol `version`.
 pub(crate) fn make(
     conn: &quinn::Connection,
     hello_key: &[u8; 32],
     role: Role,
     node: NodeId,
     topology: &Topology,
+    version: u16,
 ) -> Result<Hello, TransferError> {
     let mac: [u8; MAC_LEN] = *mac(conn, hello_key, role)?.as_bytes();
     Ok(Hello {
-        version: PROTOCOL_VERSION,
+        version,
         node,
         topology: topology.clone(),
         mac,
     })
 }
 
-/// Checks the hello `peer` (the key of its TLS certificate) sent as `role`: the node id must be
-/// its certificate's, and the MAC must verify (compared in constant time). Returns why not.
+/// Checks the hello `peer` (the key of its TLS certificate) sent as `role`: its version must be
+/// the one the handshake settled on (`version`), the node id its certificate's, and the MAC
+/// must verify (compared in constant time). Returns why not.
 pub(crate) fn check(
     conn: &quinn::Connection,
     hello_key: &[u8; 32],
     role: Role,
     hello: &Hello,
     peer: NodeId,
+    version: u16,
 ) -> Result<(), String> {
+    if hello.version != version {
+        return Err(format!(
+            "hello of protocol version {} on a connection that settled on {version}",
+            hello.version
+        ));
+    }
     if hello.node != peer {
         return Err(format!(
             "hello names node {} but the certificate is {peer}",

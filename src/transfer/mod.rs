@@ -97,6 +97,12 @@ pub(crate) struct Shared {
     upload_slots: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
     /// Chunk requests refused as busy so far.
     refused_busy: std::sync::atomic::AtomicU64,
+    /// The newest protocol version this endpoint speaks (see [`crate::wire::ALPNS`]).
+    newest: u16,
+    /// Questions about blobs answered (`Have`, `Hashes`, `Swarm`, `Ask` requests) and the blobs
+    /// they were about (one each, the items of an `Ask`).
+    questions: std::sync::atomic::AtomicU64,
+    question_blobs: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {

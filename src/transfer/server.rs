@@ -12,9 +12,12 @@ use tracing::{debug, warn};
 use super::config::{FRAME_TIMEOUT, HANDSHAKE_TIMEOUT, HELLO_TIMEOUT};
 use super::hello::{self, Role};
 use super::stats::Counters;
-use super::{io, tls, Shared, TransferError};
+use super::{io, tls, ChunkSource, Shared, TransferError};
 use crate::node::{NodeId, Topology};
-use crate::wire::{CloseCode, ErrorCode, PeerHint, Request, Response, CHUNK_SIZE, MAX_PEER_HINTS};
+use crate::wire::{
+    AskItem, Asked, CloseCode, ErrorCode, PeerHint, Request, Response, CHUNK_SIZE,
+    MAX_ASK_HASH_BYTES, MAX_PEER_HINTS,
+};
 
 /// Accepts connections until shutdown; each is served on its own task.
 pub(crate) async fn accept_loop(shared: Arc<Shared>) {
@@ -45,7 +48,11 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let Some(peer) = tls::peer_id(&conn) else {
         return close(&conn, CloseCode::BadHello, "no ed25519 certificate");
     };
-    let topology = match timeout(HELLO_TIMEOUT, server_hello(&shared, &conn, peer)).await {
+    let Some(version) = tls::negotiated_version(&conn) else {
+        return close(&conn, CloseCode::BadHello, "no protocol version agreed");
+    };
+    let hello = server_hello(&shared, &conn, peer, version);
+    let topology = match timeout(HELLO_TIMEOUT, hello).await {
         Ok(Ok(topology)) => topology,
         Ok(Err(e)) => {
             warn!(%peer, %remote, "refusing peer: {e}");
@@ -97,12 +104,13 @@ async fn server_hello(
     shared: &Shared,
     conn: &quinn::Connection,
     peer: NodeId,
+    version: u16,
 ) -> Result<Topology, TransferError> {
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
         .map_err(|e| TransferError::connection(peer, e))?;
-    let result = hello_exchange(shared, conn, peer, &mut send, &mut recv).await;
+    let result = hello_exchange(shared, conn, (peer, version), &mut send, &mut recv).await;
     if result.is_err() {
         // Close while the streams live: dropping them first would end them cleanly.
         close(conn, CloseCode::BadHello, "bad hello");
@@ -113,7 +121,7 @@ async fn server_hello(
 async fn hello_exchange(
     shared: &Shared,
     conn: &quinn::Connection,
-    peer: NodeId,
+    (peer, version): (NodeId, u16),
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> Result<Topology, TransferError> {
@@ -126,7 +134,7 @@ async fn hello_exchange(
             })
         }
     };
-    hello::check(conn, &shared.hello_key, Role::Client, &hello, peer)
+    hello::check(conn, &shared.hello_key, Role::Client, &hello, peer, version)
         .map_err(|reason| TransferError::BadHello { peer, reason })?;
     let ours = hello::make(
         conn,
@@ -134,6 +142,7 @@ async fn hello_exchange(
         Role::Server,
         shared.node,
         &shared.topology,
+        version,
     )?;
     io::write_frame(send, peer, &Response::Hello(ours)).await?;
     let _ = send.finish();
@@ -163,6 +172,15 @@ async fn serve_stream(
         return Ok(()); // an empty stream: nothing asked
     };
     counters.received(size);
+    let blobs = match &request {
+        Request::Have { .. } | Request::Hashes { .. } | Request::Swarm { .. } => 1,
+        Request::Ask { items } => items.len() as u64,
+        _ => 0,
+    };
+    if blobs > 0 {
+        shared.questions.fetch_add(1, Ordering::Relaxed);
+        shared.question_blobs.fetch_add(blobs, Ordering::Relaxed);
+    }
     let source = shared.source.clone();
     let response = match request {
         Request::Hello(_) => {
@@ -191,6 +209,10 @@ async fn serve_stream(
                     others.truncate(MAX_PEER_HINTS);
                     Response::Swarm { have, others }
                 })
+        }
+        Request::Ask { items } => {
+            let asker = asker.clone();
+            blocking(move || Response::Ask(answer_ask(&*source, &asker, items))).await
         }
         Request::Chunks { etag, first, count } => {
             // Held until the peer has every byte: a slot is a request on the wire.
@@ -240,6 +262,36 @@ async fn serve_stream(
     counters.sent(n);
     finish(send).await;
     Ok(())
+}
+
+/// The answers to an `Ask`, in the order asked: what [`ChunkSource::swarm`] says of each blob,
+/// with its hashes where asked while they fit [`MAX_ASK_HASH_BYTES`] (postcard spends at most 33
+/// bytes on a hash); the asker fetches the rest with `Hashes` requests.
+fn answer_ask(source: &dyn ChunkSource, asker: &PeerHint, items: Vec<AskItem>) -> Vec<Asked> {
+    let mut budget = MAX_ASK_HASH_BYTES;
+    items
+        .into_iter()
+        .map(|item| {
+            let (have, mut others) = source.swarm(&item.etag, asker, item.listed);
+            others.truncate(MAX_PEER_HINTS);
+            let hashes = match item.hashes && have.is_some() {
+                true => source.chunk_hashes(&item.etag),
+                false => None,
+            };
+            let hashes = hashes.filter(|h| match budget.checked_sub(h.len() * 33) {
+                Some(left) => {
+                    budget = left;
+                    true
+                }
+                None => false,
+            });
+            Asked {
+                have,
+                hashes,
+                others,
+            }
+        })
+        .collect()
 }
 
 /// Ends the answer and waits (bounded) until the peer has it all, so that a node shutting down

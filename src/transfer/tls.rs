@@ -19,7 +19,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 
 use super::TransferError;
 use crate::node::{NodeId, NodeKey};
-use crate::wire::ALPN;
+use crate::wire::{version_of_alpn, ALPNS};
 
 /// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -110,8 +110,28 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(p)
 }
 
-/// The server side: TLS 1.3, ALPN `hfmesh/1`, client certificates required, no resumption.
-pub(crate) fn server_config(id: &Identity) -> Result<rustls::ServerConfig, TransferError> {
+/// The ALPNs of the protocol versions up to `newest`, newest first.
+fn alpns(newest: u16) -> Vec<Vec<u8>> {
+    ALPNS
+        .iter()
+        .filter(|a| version_of_alpn(a).is_some_and(|v| v <= newest))
+        .map(|a| a.to_vec())
+        .collect()
+}
+
+/// The protocol version the handshake of `conn` settled on (from its ALPN).
+pub(crate) fn negotiated_version(conn: &quinn::Connection) -> Option<u16> {
+    let data = conn.handshake_data()?;
+    let data = data.downcast_ref::<quinn::crypto::rustls::HandshakeData>()?;
+    version_of_alpn(data.protocol.as_deref()?)
+}
+
+/// The server side: TLS 1.3, the ALPNs of the protocol versions up to `newest` (see
+/// [`ALPNS`]), client certificates required, no resumption.
+pub(crate) fn server_config(
+    id: &Identity,
+    newest: u16,
+) -> Result<rustls::ServerConfig, TransferError> {
     let (chain, key) = id.chain();
     let mut c = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -119,7 +139,7 @@ pub(crate) fn server_config(id: &Identity) -> Result<rustls::ServerConfig, Trans
         .with_client_cert_verifier(Arc::new(PeerVerifier::new(None)))
         .with_single_cert(chain, key)
         .map_err(|e| TransferError::Tls(e.to_string()))?;
-    c.alpn_protocols = vec![ALPN.to_vec()];
+    c.alpn_protocols = alpns(newest);
     c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     c.send_tls13_tickets = 0;
     Ok(c)
@@ -130,6 +150,7 @@ pub(crate) fn server_config(id: &Identity) -> Result<rustls::ServerConfig, Trans
 pub(crate) fn client_config(
     id: &Identity,
     expected: NodeId,
+    newest: u16,
 ) -> Result<(rustls::ClientConfig, Arc<PeerVerifier>), TransferError> {
     let (chain, key) = id.chain();
     let verifier = Arc::new(PeerVerifier::new(Some(expected)));
@@ -140,7 +161,7 @@ pub(crate) fn client_config(
         .with_custom_certificate_verifier(verifier.clone())
         .with_client_auth_cert(chain, key)
         .map_err(|e| TransferError::Tls(e.to_string()))?;
-    c.alpn_protocols = vec![ALPN.to_vec()];
+    c.alpn_protocols = alpns(newest);
     c.resumption = rustls::client::Resumption::disabled();
     Ok((c, verifier))
 }
@@ -284,6 +305,7 @@ impl ClientCertVerifier for PeerVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::PROTOCOL_VERSION;
 
     #[test]
     fn certificates_carry_the_node_key() {
@@ -308,8 +330,8 @@ mod tests {
             NodeKey::from_secret([22; 32]),
         );
         let (ia, ib) = (Identity::new(&a).unwrap(), Identity::new(&b).unwrap());
-        let server = Arc::new(server_config(&ib).unwrap());
-        let (client, _) = client_config(&ia, b.id()).unwrap();
+        let server = Arc::new(server_config(&ib, PROTOCOL_VERSION).unwrap());
+        let (client, _) = client_config(&ia, b.id(), PROTOCOL_VERSION).unwrap();
         let name = rustls::pki_types::ServerName::try_from("hfmesh").unwrap();
         let mut c = rustls::Connection::from(
             rustls::ClientConnection::new(Arc::new(client), name).unwrap(),

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::message::{Hello, Request, Response};
 use super::{
-    MAX_CONTROL_FRAME, MAX_ERROR_MESSAGE, MAX_HAVE_FRAME, MAX_HOLDINGS_FRAME, MAX_MANIFEST_FRAME,
-    MAX_SWARM_FRAME,
+    MAX_ASK_FRAME, MAX_CONTROL_FRAME, MAX_ERROR_MESSAGE, MAX_HAVE_FRAME, MAX_HOLDINGS_FRAME,
+    MAX_MANIFEST_FRAME, MAX_SWARM_FRAME,
 };
 
 /// Length of a frame header: one kind byte and a big-endian `u32` body length.
@@ -21,6 +21,7 @@ mod kind {
     pub const REQ_HASHES: u8 = 0x05;
     pub const REQ_HOLDINGS: u8 = 0x06;
     pub const REQ_SWARM: u8 = 0x07;
+    pub const REQ_ASK: u8 = 0x08;
     pub const RESP_HELLO: u8 = 0x81;
     pub const RESP_MANIFEST: u8 = 0x82;
     pub const RESP_HAVE: u8 = 0x83;
@@ -30,6 +31,7 @@ mod kind {
     pub const RESP_HASHES: u8 = 0x87;
     pub const RESP_HOLDINGS: u8 = 0x88;
     pub const RESP_SWARM: u8 = 0x89;
+    pub const RESP_ASK: u8 = 0x8a;
 }
 
 /// Why bytes from a peer are not a valid frame. Every variant is the sender's fault.
@@ -182,6 +184,7 @@ impl Message for Request {
             Request::Chunks { .. } => kind::REQ_CHUNKS,
             Request::Holdings => kind::REQ_HOLDINGS,
             Request::Swarm { .. } => kind::REQ_SWARM,
+            Request::Ask { .. } => kind::REQ_ASK,
         }
     }
 
@@ -195,6 +198,7 @@ impl Message for Request {
                 | kind::REQ_HASHES
                 | kind::REQ_HOLDINGS
                 | kind::REQ_SWARM
+                | kind::REQ_ASK
         )
         .then_some(MAX_CONTROL_FRAME)
     }
@@ -208,6 +212,7 @@ impl Message for Request {
             Request::Chunks { etag, first, count } => put(&(etag, first, count), out),
             Request::Holdings => put(&(), out),
             Request::Swarm { etag, listed } => put(&(etag, listed), out),
+            Request::Ask { items } => put(items, out),
         }
     }
 
@@ -232,6 +237,9 @@ impl Message for Request {
                 let (etag, listed) = exact(body)?;
                 Request::Swarm { etag, listed }
             }
+            kind::REQ_ASK => Request::Ask {
+                items: exact(body)?,
+            },
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -250,6 +258,7 @@ impl Message for Response {
             Response::Hashes(_) => kind::RESP_HASHES,
             Response::Holdings(_) => kind::RESP_HOLDINGS,
             Response::Swarm { .. } => kind::RESP_SWARM,
+            Response::Ask(_) => kind::RESP_ASK,
             Response::Chunk { .. } => kind::RESP_CHUNK,
             Response::Missing { .. } => kind::RESP_MISSING,
             Response::Error { .. } => kind::RESP_ERROR,
@@ -265,6 +274,7 @@ impl Message for Response {
             kind::RESP_MANIFEST | kind::RESP_HASHES => Some(MAX_MANIFEST_FRAME),
             kind::RESP_HOLDINGS => Some(MAX_HOLDINGS_FRAME),
             kind::RESP_SWARM => Some(MAX_SWARM_FRAME),
+            kind::RESP_ASK => Some(MAX_ASK_FRAME),
             _ => None,
         }
     }
@@ -277,6 +287,7 @@ impl Message for Response {
             Response::Hashes(h) => put(h, out),
             Response::Holdings(h) => put(h, out),
             Response::Swarm { have, others } => put(&(have, others), out),
+            Response::Ask(answers) => put(answers, out),
             Response::Chunk { index, len } => put(&(index, len), out),
             Response::Missing { index } => put(index, out),
             Response::Error { code, message } => {
@@ -300,6 +311,7 @@ impl Message for Response {
                 let (have, others) = exact(body)?;
                 Response::Swarm { have, others }
             }
+            kind::RESP_ASK => Response::Ask(exact(body)?),
             kind::RESP_CHUNK => {
                 let (index, len) = exact(body)?;
                 Response::Chunk { index, len }

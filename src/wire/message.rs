@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::holdings::Holdings;
 use super::{
-    frame::WireError, CHUNK_SIZE, MAX_CHUNKS_PER_REQUEST, MAX_PEER_HINTS, PROTOCOL_VERSION,
+    frame::WireError, CHUNK_SIZE, MAX_ASK_ITEMS, MAX_CHUNKS_PER_REQUEST, MAX_PEER_HINTS,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::etag::Etag;
 use crate::manifest::{SignedManifest, MAX_MANIFEST_BYTES};
@@ -36,6 +37,33 @@ pub struct PeerHint {
     pub addr: std::net::SocketAddr,
     /// Its zone and rack, from its hello.
     pub topology: Topology,
+}
+
+/// One blob of a [`Request::Ask`]: the question of a [`Request::Swarm`], and whether the
+/// asker also wants the chunk hashes of a [`Request::Hashes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskItem {
+    /// The blob.
+    pub etag: Etag,
+    /// As in [`Request::Swarm`]: whether the asker found the server in the DHT's provider list.
+    pub listed: bool,
+    /// Whether to include the hashes the server vouches for (asked while no complete signed
+    /// manifest gives them).
+    pub hashes: bool,
+}
+
+/// The answer about one blob of a [`Request::Ask`], in the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asked {
+    /// The chunks held, or `None` when the server holds nothing of the blob.
+    pub have: Option<Bitmap>,
+    /// When asked and something is held: per chunk the hash vouched for (as in
+    /// [`Response::Hashes`]). `None` also when the answer's hash budget
+    /// ([`MAX_ASK_HASH_BYTES`](super::MAX_ASK_HASH_BYTES)) was spent: ask with
+    /// [`Request::Hashes`] then.
+    pub hashes: Option<Vec<Option<[u8; 32]>>>,
+    /// Other nodes that asked about the blob lately (at most [`MAX_PEER_HINTS`]).
+    pub others: Vec<PeerHint>,
 }
 
 /// What a client asks. One request per stream (the hello on the first).
@@ -89,6 +117,13 @@ pub enum Request {
         /// must see alike.
         listed: bool,
     },
+    /// [`Request::Swarm`] (and [`Request::Hashes`] where asked) for up to [`MAX_ASK_ITEMS`]
+    /// blobs in one question: a node pulling several blobs from the same peers asks each peer
+    /// once per refresh instead of once or twice per blob (protocol version 3).
+    Ask {
+        /// The blobs, `1..=MAX_ASK_ITEMS` of them.
+        items: Vec<AskItem>,
+    },
 }
 
 /// What a server answers.
@@ -111,6 +146,8 @@ pub enum Response {
         /// Other nodes that asked about the blob lately (at most [`MAX_PEER_HINTS`]).
         others: Vec<PeerHint>,
     },
+    /// The answer to [`Request::Ask`]: one per blob asked, in the same order.
+    Ask(Vec<Asked>),
     /// Chunk `index` follows as `len` raw bytes (`len <= CHUNK_SIZE`).
     Chunk {
         /// Chunk index.
@@ -173,10 +210,33 @@ impl CloseCode {
 }
 
 fn validate_hello(h: &Hello) -> Result<(), WireError> {
-    if h.version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&h.version) {
         return Err(WireError::Invalid(format!(
-            "hello of protocol version {}, expected {PROTOCOL_VERSION}",
+            "hello of protocol version {}, expected {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
             h.version
+        )));
+    }
+    Ok(())
+}
+
+fn validate_hashes(h: &[Option<[u8; 32]>]) -> Result<(), WireError> {
+    if h.len() as u64 > MAX_CHUNKS {
+        return Err(WireError::Invalid(format!("{} chunk hashes", h.len())));
+    }
+    Ok(())
+}
+
+fn validate_hints(others: &[PeerHint]) -> Result<(), WireError> {
+    if others.len() > MAX_PEER_HINTS {
+        return Err(WireError::Invalid(format!("{} peer hints", others.len())));
+    }
+    Ok(())
+}
+
+fn validate_ask_count(n: usize) -> Result<(), WireError> {
+    if n == 0 || n > MAX_ASK_ITEMS {
+        return Err(WireError::Invalid(format!(
+            "an ask about {n} blobs (allowed: 1..={MAX_ASK_ITEMS})"
         )));
     }
     Ok(())
@@ -204,6 +264,7 @@ impl Request {
             | Request::Hashes { .. }
             | Request::Holdings
             | Request::Swarm { .. } => Ok(()),
+            Request::Ask { items } => validate_ask_count(items.len()),
             Request::Chunks { first, count, .. } => {
                 if *count == 0 || *count > MAX_CHUNKS_PER_REQUEST {
                     return Err(WireError::Invalid(format!(
@@ -242,18 +303,19 @@ impl Response {
             | Response::Have(None)
             | Response::Hashes(None)
             | Response::Error { .. } => Ok(()),
-            Response::Hashes(Some(h)) => {
-                if h.len() as u64 > MAX_CHUNKS {
-                    return Err(WireError::Invalid(format!("{} chunk hashes", h.len())));
-                }
-                Ok(())
-            }
+            Response::Hashes(Some(h)) => validate_hashes(h),
             Response::Have(Some(b)) => validate_bitmap(b),
             Response::Swarm { have, others } => {
-                if others.len() > MAX_PEER_HINTS {
-                    return Err(WireError::Invalid(format!("{} peer hints", others.len())));
-                }
+                validate_hints(others)?;
                 have.as_ref().map_or(Ok(()), validate_bitmap)
+            }
+            Response::Ask(answers) => {
+                validate_ask_count(answers.len())?;
+                answers.iter().try_for_each(|a| {
+                    validate_hints(&a.others)?;
+                    a.hashes.as_deref().map_or(Ok(()), validate_hashes)?;
+                    a.have.as_ref().map_or(Ok(()), validate_bitmap)
+                })
             }
             Response::Chunk { index, len } => {
                 if *index >= MAX_CHUNKS || u64::from(*len) > CHUNK_SIZE {

@@ -3,8 +3,13 @@
 //!
 //! # Connection and streams
 //!
-//! A connection is QUIC with ALPN [`ALPN`] (`hfmesh/2`; version 2 added [`Request::Swarm`]). The client opens the first
-//! bidirectional stream and sends [`Request::Hello`]; the server answers [`Response::Hello`].
+//! A connection is QUIC with one of the ALPNs in [`ALPNS`]: `hfmesh/3` (version 3 added
+//! [`Request::Ask`]) or `hfmesh/2` (version 2 added [`Request::Swarm`]). Both sides offer both,
+//! newest first, so a cluster can be upgraded one host at a time: two version-3 nodes speak 3,
+//! and a version-3 node speaks 2 with an older one (it then asks with `Swarm` and `Hashes`
+//! instead of `Ask`). The client opens the first bidirectional stream and sends
+//! [`Request::Hello`], whose version must be the negotiated one; the server answers
+//! [`Response::Hello`].
 //! Every later request opens its own bidirectional stream: the client writes one request frame
 //! and finishes its side; the server writes the response frames and finishes its side.
 //!
@@ -18,7 +23,8 @@
 //! The 5-byte header is checked before anything is allocated: an unknown `kind`, or a `len`
 //! above that kind's limit ([`MAX_CONTROL_FRAME`] for most, [`MAX_HAVE_FRAME`] for a bitmap,
 //! [`MAX_MANIFEST_FRAME`] for a manifest, [`MAX_HOLDINGS_FRAME`] for a holdings list,
-//! [`MAX_SWARM_FRAME`] for a bitmap with peer hints), is an
+//! [`MAX_SWARM_FRAME`] for a bitmap with peer hints, [`MAX_ASK_FRAME`] for a batch of those with
+//! chunk hashes), is an
 //! error. A chunk's raw payload follows its header
 //! frame and is at most [`CHUNK_SIZE`] bytes. Bodies are `postcard` (a maintained, compact,
 //! serde-based format; `bincode` is not used, see `STYLE.md`) and must be consumed exactly:
@@ -35,16 +41,46 @@ pub use frame::{
     decode, decode_body, encode, parse_header, Decoded, Header, Message, WireError, HEADER_LEN,
 };
 pub use holdings::{HeldBlob, HeldSnapshot, Holdings, MAX_HELD_BLOBS, MAX_HELD_SNAPSHOTS};
-pub use message::{CloseCode, ErrorCode, Hello, PeerHint, Request, Response};
+pub use message::{AskItem, Asked, CloseCode, ErrorCode, Hello, PeerHint, Request, Response};
 
 use crate::manifest::MAX_MANIFEST_BYTES;
 use crate::store::bitmap::MAX_CHUNKS;
 
-/// The TLS ALPN of this protocol version. A peer speaking another version fails the handshake.
-pub const ALPN: &[u8] = b"hfmesh/2";
+/// The TLS ALPN of this protocol version.
+pub const ALPN: &[u8] = b"hfmesh/3";
 
-/// Version carried in the hellos (the same number as in [`ALPN`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The ALPNs this node speaks, newest first (a TLS server picks the first of its own list that
+/// the client offers). A peer that speaks none of them fails the handshake.
+pub const ALPNS: [&[u8]; 2] = [ALPN, b"hfmesh/2"];
+
+/// The newest protocol version, carried in the hellos (the same number as in [`ALPN`]).
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// The oldest protocol version still spoken (the last entry of [`ALPNS`]).
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
+
+/// The protocol version an ALPN names (`hfmesh/<n>`), if it is one this node speaks.
+pub fn version_of_alpn(alpn: &[u8]) -> Option<u16> {
+    let n: u16 = std::str::from_utf8(alpn.strip_prefix(b"hfmesh/")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+        .contains(&n)
+        .then_some(n)
+}
+
+/// Most blobs one [`Request::Ask`] may ask about (the pull fetches 4 blobs at once by default).
+pub const MAX_ASK_ITEMS: usize = 16;
+
+/// Most bytes of chunk hashes one [`Response::Ask`] carries: the answering node leaves out the
+/// hashes of the blobs that no longer fit (the asker then asks for them with
+/// [`Request::Hashes`]). 16 MiB holds the hashes of about 500,000 chunks, 2 TB of blobs.
+pub const MAX_ASK_HASH_BYTES: usize = 16 << 20;
+
+/// Largest body of an `Ask` answer: [`MAX_ASK_ITEMS`] answers of a bitmap and peer hints, and
+/// [`MAX_ASK_HASH_BYTES`] of hashes with room for their framing.
+pub const MAX_ASK_FRAME: usize = MAX_ASK_ITEMS * MAX_SWARM_FRAME + MAX_ASK_HASH_BYTES + (1 << 20);
 
 /// Most peers one `Swarm` answer names.
 pub const MAX_PEER_HINTS: usize = 8;

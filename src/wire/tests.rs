@@ -41,7 +41,18 @@ fn requests() -> Vec<Request> {
             etag: etag(),
             listed: true,
         },
+        Request::Ask {
+            items: vec![ask_item(); MAX_ASK_ITEMS],
+        },
     ]
+}
+
+fn ask_item() -> AskItem {
+    AskItem {
+        etag: etag(),
+        listed: false,
+        hashes: true,
+    }
 }
 
 fn held_snapshot(repo: &str) -> HeldSnapshot {
@@ -102,6 +113,18 @@ fn responses() -> Vec<Response> {
             code: ErrorCode::Internal,
             message: "disk on fire".into(),
         },
+        Response::Ask(vec![
+            Asked {
+                have: None,
+                hashes: None,
+                others: vec![],
+            },
+            Asked {
+                have: Some(Bitmap::full(2)),
+                hashes: Some(vec![Some([1; 32]), None]),
+                others: vec![hint(3); MAX_PEER_HINTS],
+            },
+        ]),
     ]
 }
 
@@ -249,7 +272,13 @@ fn counts_and_indices_beyond_their_bounds_are_refused() {
         .unwrap(),
     );
     assert!(decode::<Response>(&too_many).is_err());
-    for version in [1, PROTOCOL_VERSION + 1] {
+    for version in MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION {
+        let mut known = hello();
+        known.version = version;
+        let frame = raw_frame(0x01, &postcard::to_stdvec(&known).unwrap());
+        assert!(decode::<Request>(&frame).is_ok(), "version {version}");
+    }
+    for version in [MIN_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
         let mut other = hello();
         other.version = version;
         let frame = raw_frame(0x01, &postcard::to_stdvec(&other).unwrap());
@@ -263,6 +292,60 @@ fn counts_and_indices_beyond_their_bounds_are_refused() {
     let body = postcard::to_stdvec(&(None::<Bitmap>, vec![hint(2); MAX_PEER_HINTS + 1])).unwrap();
     assert!(crowd.validate().is_err());
     assert!(decode::<Response>(&raw_frame(0x89, &body)).is_err());
+    // An ask about no blob or about more than its limit, either way.
+    for n in [0, MAX_ASK_ITEMS + 1] {
+        let ask = Request::Ask {
+            items: vec![ask_item(); n],
+        };
+        assert!(ask.validate().is_err(), "{n} items");
+        let body = postcard::to_stdvec(&vec![ask_item(); n]).unwrap();
+        assert!(decode::<Request>(&raw_frame(0x08, &body)).is_err(), "{n}");
+        let answer = Response::Ask(vec![
+            Asked {
+                have: None,
+                hashes: None,
+                others: vec![],
+            };
+            n
+        ]);
+        assert!(answer.validate().is_err(), "{n} answers");
+    }
+    // An answer about a blob with too many peer hints or a lying bitmap.
+    let crowded = Asked {
+        have: None,
+        hashes: None,
+        others: vec![hint(2); MAX_PEER_HINTS + 1],
+    };
+    assert!(Response::Ask(vec![crowded]).validate().is_err());
+    let body = postcard::to_stdvec(&vec![(
+        Some((1000u64, vec![0u8; 2])),
+        None::<()>,
+        Vec::<u8>::new(),
+    )]);
+    assert!(decode::<Response>(&raw_frame(0x8a, &body.unwrap())).is_err());
+}
+
+#[test]
+fn alpns_name_the_versions_spoken() {
+    assert_eq!(version_of_alpn(ALPN), Some(PROTOCOL_VERSION));
+    assert_eq!(version_of_alpn(b"hfmesh/2"), Some(2));
+    for other in [
+        &b"hfmesh/1"[..],
+        b"hfmesh/4",
+        b"hfmesh/",
+        b"hfmesh/x",
+        b"h3",
+        b"",
+    ] {
+        assert_eq!(version_of_alpn(other), None, "{other:?}");
+    }
+    let versions: Vec<u16> = ALPNS.iter().filter_map(|a| version_of_alpn(a)).collect();
+    assert_eq!(
+        versions,
+        (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION)
+            .rev()
+            .collect::<Vec<_>>()
+    );
 }
 
 fn hint(n: u8) -> PeerHint {
