@@ -54,6 +54,8 @@ struct MemSource {
     calls: AtomicUsize,
     /// Each chunk read takes this long (a slow disk), so a test can act mid-upload.
     read_delay: Duration,
+    /// A blob whose `swarm` answer waits until the test sends on the channel.
+    gate: Option<(Etag, std::sync::Mutex<std::sync::mpsc::Receiver<()>>)>,
 }
 
 impl MemSource {
@@ -91,6 +93,11 @@ impl ChunkSource for MemSource {
         asker: &hfmesh::wire::PeerHint,
         _listed: bool,
     ) -> (Option<Bitmap>, Vec<hfmesh::wire::PeerHint>) {
+        if let Some((gated, open)) = &self.gate {
+            if gated == etag {
+                let _ = open.lock().unwrap().recv_timeout(DEADLINE);
+            }
+        }
         (self.have(etag), vec![asker.clone()])
     }
 
@@ -472,6 +479,39 @@ async fn questions_about_several_blobs_to_one_peer_travel_as_one_ask() {
         Some(*blake3::hash(&blobs[0][..CHUNK_SIZE as usize]).as_bytes())
     );
     assert_eq!(h[1], None);
+    within(client.shutdown()).await;
+    within(server.shutdown()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_nobody_waits_for_any_more_holds_up_no_later_one() {
+    let (open, gate) = std::sync::mpsc::channel();
+    let mut source = MemSource {
+        gate: Some((etag(1), std::sync::Mutex::new(gate))),
+        ..MemSource::default()
+    };
+    source.blob(etag(1), content(1, 100), None);
+    source.blob(etag(2), content(2, 100), None);
+    let server = start(NodeKey::generate(), cluster(), Arc::new(source)).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    let item = |n| hfmesh::wire::AskItem {
+        etag: etag(n),
+        listed: true,
+        hashes: false,
+    };
+    // The answer about blob 1 waits for the gate; its asker gives up.
+    let stuck = tokio::time::timeout(Duration::from_millis(200), conn.ask(item(1))).await;
+    assert!(stuck.is_err(), "blob 1 was answered before the gate opened");
+    // A later question is answered while that one is still stuck at the server: not after the
+    // stuck request's frame timeout (30 s), as it would be if it queued behind it.
+    let bound = hfmesh::transfer::config::FRAME_TIMEOUT / 3;
+    let answer = tokio::time::timeout(bound, conn.ask(item(2)))
+        .await
+        .expect("blob 2 waited behind blob 1")
+        .unwrap();
+    assert!(answer.have.unwrap().is_full());
+    let _ = open.send(());
     within(client.shutdown()).await;
     within(server.shutdown()).await;
 }

@@ -332,11 +332,11 @@ pub struct PeerConn {
     asks: Arc<Mutex<AskQueue>>,
 }
 
-/// The questions of [`PeerConn::ask`] not yet sent, and whether a task is sending them.
+/// The questions of [`PeerConn::ask`] not yet sent, and whether a task is gathering them.
 #[derive(Default)]
 struct AskQueue {
     waiting: Vec<(AskItem, AskReply)>,
-    sending: bool,
+    gathering: bool,
 }
 
 type AskReply = tokio::sync::oneshot::Sender<Result<Asked, TransferError>>;
@@ -494,12 +494,12 @@ impl PeerConn {
     /// What the peer holds of `item.etag` and whom else it knows pulling it, with the chunk
     /// hashes it vouches for if `item.hashes` (as [`PeerConn::swarm`] and [`PeerConn::hashes`]).
     ///
-    /// Questions to the same peer that come within [`ASK_GATHER`] of each other, or while an
-    /// earlier one is on the wire, travel together as one `Ask` request (protocol version 3):
-    /// a node pulling four blobs from the same peers asks each once per refresh, not four or
-    /// eight times. With a version-2 peer each question is its own `Swarm` (and `Hashes`).
-    /// The sending runs on a task of its own, so a caller that gives up (a timeout) cancels
-    /// nobody else's question.
+    /// Questions to the same peer that come within [`ASK_GATHER`] of each other travel together
+    /// as one `Ask` request (protocol version 3): a node pulling four blobs from the same peers
+    /// asks each once per refresh, not four or eight times. With a version-2 peer each question
+    /// is its own `Swarm` (and `Hashes`). The request runs on a task of its own, so a caller
+    /// that gives up (a timeout) cancels nobody else's question; once all of its callers have
+    /// given up, the request is dropped too (a peer that stopped answering holds no streams).
     pub async fn ask(&self, item: AskItem) -> Result<Asked, TransferError> {
         if self.version < 3 {
             return self.ask_alone(item).await;
@@ -508,7 +508,7 @@ impl PeerConn {
         let start = {
             let mut q = self.asks.lock().unwrap_or_else(|e| e.into_inner());
             q.waiting.push((item, reply));
-            !std::mem::replace(&mut q.sending, true)
+            !std::mem::replace(&mut q.gathering, true)
         };
         if start {
             tokio::spawn(self.clone().send_asks());
@@ -518,30 +518,44 @@ impl PeerConn {
             .map_err(|_| TransferError::Local("a question's sender stopped".into()))?
     }
 
-    /// Sends the waiting questions, [`MAX_ASK_ITEMS`] per `Ask`, until none are left.
+    /// After [`ASK_GATHER`], sends the questions waiting by then, [`MAX_ASK_ITEMS`] per `Ask`,
+    /// the requests side by side.
     async fn send_asks(self) {
         tokio::time::sleep(ASK_GATHER).await;
-        loop {
-            let batch: Vec<(AskItem, AskReply)> = {
-                let mut q = self.asks.lock().unwrap_or_else(|e| e.into_inner());
-                if q.waiting.is_empty() {
-                    q.sending = false;
-                    return;
+        let mut waiting = {
+            let mut q = self.asks.lock().unwrap_or_else(|e| e.into_inner());
+            q.gathering = false;
+            std::mem::take(&mut q.waiting)
+        };
+        let mut batches = Vec::new();
+        while !waiting.is_empty() {
+            let rest = waiting.split_off(waiting.len().min(MAX_ASK_ITEMS));
+            batches.push(std::mem::replace(&mut waiting, rest));
+        }
+        futures_util::future::join_all(batches.into_iter().map(|b| self.send_ask(b))).await;
+    }
+
+    /// One `Ask` for `batch`, its answers handed to each asker; dropped once every asker has
+    /// given up.
+    async fn send_ask(&self, batch: Vec<(AskItem, AskReply)>) {
+        let (items, mut replies): (Vec<AskItem>, Vec<AskReply>) = batch.into_iter().unzip();
+        let result = tokio::select! {
+            r = self.ask_together(items) => r,
+            () = async {
+                for r in &mut replies {
+                    r.closed().await;
                 }
-                let n = q.waiting.len().min(MAX_ASK_ITEMS);
-                q.waiting.drain(..n).collect()
-            };
-            let (items, replies): (Vec<AskItem>, Vec<AskReply>) = batch.into_iter().unzip();
-            match self.ask_together(items).await {
-                Ok(answers) => {
-                    for (reply, a) in replies.into_iter().zip(answers) {
-                        let _ = reply.send(Ok(a));
-                    }
+            } => return,
+        };
+        match result {
+            Ok(answers) => {
+                for (reply, a) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(a));
                 }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.duplicate()));
-                    }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.duplicate()));
                 }
             }
         }
