@@ -119,7 +119,7 @@ impl Transfer {
             .map_err(|e| TransferError::Local(e.to_string()))?;
         let bind = |source| TransferError::Bind {
             addr: cfg.listen,
-            source,
+            source: Arc::new(source),
         };
         let socket = socket::udp_socket(cfg.listen).map_err(bind)?;
         let runtime = quinn::default_runtime()
@@ -555,7 +555,7 @@ impl PeerConn {
             }
             Err(e) => {
                 for reply in replies {
-                    let _ = reply.send(Err(e.duplicate()));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

@@ -13,7 +13,7 @@ use crate::wire::{CloseCode, ErrorCode, WireError};
 /// trouble (timeouts, lost connections, a peer that is busy or shutting down: try again or
 /// elsewhere, see [`TransferError::is_retryable`]); and **local** failures (configuration,
 /// binding, our endpoint shut down), which neither another peer nor a retry fixes.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransferError {
     /// The peer sent bytes that break the wire protocol.
     #[error("peer {peer} violated the protocol: {reason}")]
@@ -96,8 +96,9 @@ pub enum TransferError {
     Bind {
         /// The listen address.
         addr: SocketAddr,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (shared, so that the error can be cloned for every caller that waited
+        /// on one failed operation).
+        source: std::sync::Arc<std::io::Error>,
     },
     /// The TLS or QUIC configuration could not be built (a bug or a bad node key).
     #[error("TLS setup failed: {0}")]
@@ -111,64 +112,6 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    /// The same error again, for every caller that waited on one failed request (an I/O
-    /// error's kind and text are kept, not the value).
-    pub(crate) fn duplicate(&self) -> TransferError {
-        use TransferError as E;
-        match self {
-            E::Protocol { peer, reason } => E::Protocol {
-                peer: *peer,
-                reason: reason.clone(),
-            },
-            E::BadHello { peer, reason } => E::BadHello {
-                peer: *peer,
-                reason: reason.clone(),
-            },
-            E::WrongIdentity {
-                addr,
-                expected,
-                got,
-            } => E::WrongIdentity {
-                addr: *addr,
-                expected: *expected,
-                got: *got,
-            },
-            E::Rejected { peer } => E::Rejected { peer: *peer },
-            E::Accused { peer, reason } => E::Accused {
-                peer: *peer,
-                reason: reason.clone(),
-            },
-            E::Remote {
-                peer,
-                code,
-                message,
-            } => E::Remote {
-                peer: *peer,
-                code: *code,
-                message: message.clone(),
-            },
-            E::Connection { peer, reason } => E::Connection {
-                peer: *peer,
-                reason: reason.clone(),
-            },
-            E::Stream { peer, reason } => E::Stream {
-                peer: *peer,
-                reason: reason.clone(),
-            },
-            E::Timeout { what, after } => E::Timeout {
-                what,
-                after: *after,
-            },
-            E::Bind { addr, source } => E::Bind {
-                addr: *addr,
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            E::Tls(m) => E::Tls(m.clone()),
-            E::Closed => E::Closed,
-            E::Local(m) => E::Local(m.clone()),
-        }
-    }
-
     /// Whether the peer misbehaved (protocol violation, bad hello, wrong identity): the caller
     /// should drop and avoid it.
     pub fn is_peer_fault(&self) -> bool {
