@@ -1,5 +1,5 @@
 //! The endpoint as a whole ([`Transfer`]: bind, connect, stats, shutdown) and the fetching half
-//! ([`PeerConn`]: manifest, have, hashes, chunks, holdings).
+//! ([`PeerConn`]: manifest, have, ask, hashes, chunks, holdings).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
