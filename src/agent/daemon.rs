@@ -379,6 +379,7 @@ impl Daemon {
         use crate::discovery::Discovery;
         let counters = &self.node.mesh.counters;
         let stats = self.node.transfer.stats();
+        let (questions_answered, question_blobs) = self.node.transfer.questions_answered();
         let cache_dir = self.config.node.cache_dir.clone();
         let cache_bytes =
             tokio::task::spawn_blocking(move || crate::cache::scan::usage(&cache_dir))
@@ -390,8 +391,8 @@ impl Daemon {
             bytes_served: stats.iter().map(|s| s.bytes_sent).sum(),
             bytes_received: stats.iter().map(|s| s.bytes_received).sum(),
             uploads_refused_busy: self.node.transfer.uploads_refused_busy(),
-            questions_answered: self.node.transfer.questions_answered().0,
-            question_blobs: self.node.transfer.questions_answered().1,
+            questions_answered,
+            question_blobs,
             bad_chunks: counters.bad_chunks.load(Ordering::Relaxed),
             view_refreshes: counters.view_refreshes.load(Ordering::Relaxed),
             provider_lookups: counters.provider_lookups.load(Ordering::Relaxed),

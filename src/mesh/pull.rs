@@ -556,7 +556,7 @@ fn next_refresh(last: Instant, every: Duration) -> Instant {
 }
 
 /// The first instant `epoch + k × every` (k ≥ 0) at or after `after`.
-pub(crate) fn grid_tick(epoch: Instant, after: Instant, every: Duration) -> Instant {
+fn grid_tick(epoch: Instant, after: Instant, every: Duration) -> Instant {
     let every_ns = every.as_nanos().max(1);
     let since = after.saturating_duration_since(epoch).as_nanos();
     let ticks = since.div_ceil(every_ns);
@@ -701,10 +701,9 @@ impl BlobFetch<'_> {
                 let partial = self.partial.clone();
                 checkpointing = Some(tokio::task::spawn_blocking(move || partial.checkpoint()));
             }
-            if !self.hub_only
-                && lookup.is_none()
-                && last_refresh.is_none_or(|t| now >= next_refresh(t, m.cfg.refresh))
-            {
+            // When the next refresh is due (once the running one has ended).
+            let refresh_due = last_refresh.map(|t| next_refresh(t, m.cfg.refresh));
+            if !self.hub_only && lookup.is_none() && refresh_due.is_none_or(|t| now >= t) {
                 last_refresh = Some(now);
                 let mut skip = sched.banned_peers();
                 skip.extend(down.downs(now));
@@ -760,10 +759,10 @@ impl BlobFetch<'_> {
                 running += 1;
                 self.spawn(req, &tx, &nodes, &vouched, hub_url.clone());
             }
-            let refresh_at = match (&lookup, last_refresh) {
+            let refresh_at = match (&lookup, refresh_due) {
                 // The next refresh is due once this one has ended.
                 (Some(_), _) => now + Duration::from_secs(3600),
-                (None, Some(t)) => next_refresh(t, m.cfg.refresh),
+                (None, Some(t)) => t,
                 (None, None) => now,
             };
             let mut wake = sched
