@@ -1,5 +1,5 @@
 //! The mesh pull with in-process nodes (memory directory and memory peers): what comes from peers
-//! and what from the Hub, a lying peer, a busy holder, a node found only by peer exchange, a
+//! and what from the Hub, a lying peer, a silent provider, a busy holder, a node found only by peer exchange, a
 //! holder that dies, and many nodes cold-starting at once.
 //! The same scenarios over real QUIC and libp2p are in `tests/cluster.rs`.
 
@@ -167,6 +167,28 @@ async fn a_peer_serving_corrupt_chunks_is_caught_and_avoided() {
     );
     assert_eq!(r.bytes_from_hub, 0);
     same_model_as(&honest, &r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_never_answers_does_not_hold_up_the_manifest() {
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let holder = net.node(&hub, 1, "far");
+    holder.pull(&medium(), silent()).await.unwrap();
+    // A node in the puller's rack pulls the model too, then dies without a word: the directory
+    // still lists it, and it is the nearest provider, so it is asked first.
+    let dead = net.node(&hub, 2, "near");
+    dead.pull(&medium(), silent()).await.unwrap();
+    net.peers.silence(&dead.me.id);
+    hub.reset_stats();
+    let puller = net.node(&hub, 3, "near");
+    // Asked one after the other, the silent node's request would never end.
+    let r = tokio::time::timeout(Duration::from_secs(60), puller.pull(&medium(), silent()))
+        .await
+        .expect("the pull went on without the silent node")
+        .unwrap();
+    assert!(r.manifest_from_peer, "the holder's manifest was taken");
+    all_from_peers(&hub, &holder, &r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

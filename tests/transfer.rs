@@ -1,5 +1,6 @@
 //! QUIC transfer endpoint on loopback: fetching manifests, bitmaps, holdings and chunks (also of
-//! partial blobs, at edge sizes), identity and membership checks, hostile frames, byte counters.
+//! partial blobs, at edge sizes), identity and membership checks, hostile frames, byte counters,
+//! and the backoff after a failed dial.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -579,6 +580,81 @@ async fn dialling_the_wrong_node_id_fails() {
     }
     assert!(err.is_peer_fault() && !err.is_retryable());
     assert!(client.stats().is_empty() && server.stats().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_dial_failed_is_left_alone_for_a_while_then_dialled_again() {
+    use hfmesh::transfer::config::DIAL_BACKOFF;
+    let server = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let mut wrong = info(&server);
+    wrong.id = NodeKey::generate().id();
+    let unreachable = |e: TransferError| match e {
+        TransferError::Unreachable { retry_in, last, .. } => {
+            assert!(
+                matches!(*last, TransferError::WrongIdentity { .. }),
+                "{last:?}"
+            );
+            Some(retry_in)
+        }
+        TransferError::WrongIdentity { .. } => None,
+        other => panic!("expected WrongIdentity or Unreachable, got {other:?}"),
+    };
+    let first = within(client.connect(&wrong)).await.unwrap_err();
+    assert_eq!(unreachable(first), None, "the first connect dials");
+    // Right after, the peer is not dialled: the last failure comes back at once.
+    let again = within(client.connect(&wrong)).await.unwrap_err();
+    let retry_in = unreachable(again).expect("not dialled again at once");
+    assert!(retry_in <= DIAL_BACKOFF, "{retry_in:?}");
+    // The node that does live at that address is dialled as usual.
+    let conn = within(client.connect(&info(&server))).await.unwrap();
+    assert_eq!(conn.node(), server.node());
+    // Once the backoff has passed, the next connect dials again (polled, bounded by DEADLINE).
+    within(async {
+        while unreachable(client.connect(&wrong).await.unwrap_err()).is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // A second failure in a row doubles the wait.
+    let again = within(client.connect(&wrong)).await.unwrap_err();
+    let retry_in = unreachable(again).expect("not dialled again at once");
+    assert!(
+        retry_in > DIAL_BACKOFF && retry_in <= 2 * DIAL_BACKOFF,
+        "{retry_in:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_behind_a_dial_to_a_dead_host_fail_with_it() {
+    // A host that died: its address takes datagrams and never answers, so the handshake runs
+    // into its timeout.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = NodeInfo {
+        id: NodeKey::generate().id(),
+        addr: hole.local_addr().unwrap(),
+        topology: Topology::default(),
+    };
+    let client = start(NodeKey::generate(), cluster(), Arc::default()).await;
+    let tries = (0..3).map(|_| {
+        let (client, dead) = (client.clone(), dead.clone());
+        tokio::spawn(async move { client.connect(&dead).await.map(|_| ()) })
+    });
+    let mut timeouts = 0;
+    let mut told = 0;
+    for t in tries.collect::<Vec<_>>() {
+        match within(t).await.unwrap() {
+            Err(TransferError::Timeout { .. }) => timeouts += 1,
+            Err(TransferError::Unreachable { last, .. }) => {
+                assert!(matches!(*last, TransferError::Timeout { .. }), "{last:?}");
+                told += 1;
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+    // One dial waited for the handshake timeout; the two queued behind it were told its result
+    // instead of dialling again, one after the other.
+    assert_eq!((timeouts, told), (1, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

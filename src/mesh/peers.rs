@@ -87,7 +87,7 @@ pub trait Peers: Send + Sync + 'static {
 }
 
 /// Nodes in one process, reached by calling their stores directly. A node can be made to lie
-/// (corrupt chunks) or disappear, for tests.
+/// (corrupt chunks), disappear, or fall silent, for tests.
 #[derive(Default, Clone)]
 pub struct MemoryPeers {
     nodes: Arc<Mutex<HashMap<NodeId, MemoryNode>>>,
@@ -97,6 +97,8 @@ pub struct MemoryPeers {
 struct MemoryNode {
     store: Arc<LocalStore>,
     corrupt: bool,
+    /// Requests are never answered (a host that died without a word: its datagrams go nowhere).
+    silent: bool,
     /// Chunk requests answered before the node vanishes (`None`: never).
     dies_after: Option<Arc<std::sync::atomic::AtomicI64>>,
     /// Chunk requests still to be refused as "busy".
@@ -116,6 +118,7 @@ impl MemoryPeers {
             MemoryNode {
                 store,
                 corrupt: false,
+                silent: false,
                 dies_after: None,
                 busy_for: Arc::default(),
             },
@@ -131,6 +134,14 @@ impl MemoryPeers {
     pub fn corrupt(&self, id: &NodeId) {
         if let Some(n) = self.lock().get_mut(id) {
             n.corrupt = true;
+        }
+    }
+
+    /// Makes `id` answer no request any more: each one waits forever (the caller's timeouts
+    /// apply), as one to a host that died does until the handshake times out.
+    pub fn silence(&self, id: &NodeId) {
+        if let Some(n) = self.lock().get_mut(id) {
+            n.silent = true;
         }
     }
 
@@ -159,9 +170,14 @@ impl MemoryPeers {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node(&self, peer: &NodeInfo) -> Result<MemoryNode, PeerError> {
+    /// The node `peer` names; never returns for a silent one.
+    async fn node(&self, peer: &NodeInfo) -> Result<MemoryNode, PeerError> {
         let node = self.lock().get(&peer.id).cloned();
-        node.ok_or_else(|| PeerError::lost(peer.id, "unreachable"))
+        match node {
+            Some(n) if n.silent => std::future::pending().await,
+            Some(n) => Ok(n),
+            None => Err(PeerError::lost(peer.id, "unreachable")),
+        }
     }
 }
 
@@ -172,7 +188,7 @@ impl Peers for MemoryPeers {
         peer: &NodeInfo,
         s: &SnapshotId,
     ) -> Result<Option<SignedManifest>, PeerError> {
-        Ok(self.node(peer)?.store.manifest(s.0, &s.1, &s.2))
+        Ok(self.node(peer).await?.store.manifest(s.0, &s.1, &s.2))
     }
 
     async fn have(
@@ -183,7 +199,7 @@ impl Peers for MemoryPeers {
         with_hashes: bool,
         listed: bool,
     ) -> Result<(Option<BlobHave>, Vec<NodeInfo>), PeerError> {
-        let store = self.node(peer)?.store;
+        let store = self.node(peer).await?.store;
         let (have, others) = store.swarm(etag, &hint(me), listed);
         let have = have.map(|chunks| BlobHave {
             chunks,
@@ -200,7 +216,7 @@ impl Peers for MemoryPeers {
         count: u32,
         on_chunk: &mut (dyn FnMut(u64, Bytes) + Send),
     ) -> Result<(), PeerError> {
-        let node = self.node(peer)?;
+        let node = self.node(peer).await?;
         if let Some(left) = &node.dies_after {
             if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
                 self.remove(&peer.id);

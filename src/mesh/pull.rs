@@ -47,6 +47,11 @@ use crate::store::{chunk_count, chunk_range, ChunkBuf, PartialBlob, StoreError, 
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How long a peer may take to say what it holds (datacenter RTTs are sub-millisecond).
 const PEER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a manifest request to one provider goes unanswered before the next provider is
+/// asked as well (a healthy one answers within milliseconds: one handshake and one request).
+const MANIFEST_HEDGE: Duration = Duration::from_millis(200);
+/// Providers asked for a snapshot's manifest at once, at most.
+const MANIFEST_ASKS_AT_ONCE: usize = 3;
 /// How long a peer that failed to answer is left alone before it is asked again (doubles with
 /// each further failure, up to [`MAX_DOWN_TIME`]). Its provider records may outlive it.
 const DOWN_TIME: Duration = Duration::from_secs(1);
@@ -282,6 +287,13 @@ impl Mesh {
     }
 
     /// The first verifiable manifest of `snapshot` that a provider sends, nearest provider first.
+    ///
+    /// Requests are hedged: a provider that has not answered within [`MANIFEST_HEDGE`] keeps
+    /// its request, and the next provider is asked as well (at most [`MANIFEST_ASKS_AT_ONCE`]
+    /// at once); one that fails or holds nothing is replaced at once. The DHT keeps a provider
+    /// record for hours after its node died, and a handshake with a dead node only fails after
+    /// its timeout (10 s), so asking one provider after another stalled a pull whenever a dead
+    /// one came first.
     async fn manifest_from_peers(
         &self,
         snapshot: &SnapshotId,
@@ -302,17 +314,33 @@ impl Mesh {
                 self.peers.rtt(&p.id),
             )
         });
-        for p in providers {
-            match self.peers.manifest(&p, snapshot).await {
-                Ok(Some(signed)) => match signed.open((snapshot.0, &snapshot.1, &snapshot.2)) {
-                    Ok(m) => return Some((m, signed)),
-                    Err(e) => tracing::warn!(peer = %p.id, error = %e, "refused a manifest"),
+        let mut waiting = providers.into_iter().peekable();
+        let mut asking = FuturesUnordered::new();
+        loop {
+            if asking.len() < MANIFEST_ASKS_AT_ONCE {
+                if let Some(p) = waiting.next() {
+                    asking.push(async move {
+                        let answer = self.peers.manifest(&p, snapshot).await;
+                        (p, answer)
+                    });
+                }
+            }
+            let hedge = waiting.peek().is_some() && asking.len() < MANIFEST_ASKS_AT_ONCE;
+            tokio::select! {
+                answer = asking.next() => match answer {
+                    None => return None,
+                    Some((p, Ok(Some(signed)))) => {
+                        match signed.open((snapshot.0, &snapshot.1, &snapshot.2)) {
+                            Ok(m) => return Some((m, signed)),
+                            Err(e) => tracing::warn!(peer = %p.id, error = %e, "refused a manifest"),
+                        }
+                    }
+                    Some((_, Ok(None))) => {}
+                    Some((_, Err(e))) => tracing::debug!(error = %e, "manifest request failed"),
                 },
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "manifest request failed"),
+                () = tokio::time::sleep(MANIFEST_HEDGE), if hedge => {}
             }
         }
-        None
     }
 
     /// Makes one blob present and verified; returns its chunk hashes.

@@ -49,7 +49,38 @@ pub struct Transfer {
 }
 
 /// The cached connection to one peer; the async lock makes concurrent `connect`s dial once.
-type Slot = Arc<tokio::sync::Mutex<Option<PeerConn>>>;
+type Slot = Arc<tokio::sync::Mutex<Dialed>>;
+
+/// What dialling one peer last came to.
+#[derive(Default)]
+struct Dialed {
+    /// The open connection, if any.
+    conn: Option<PeerConn>,
+    /// The last dial failed (with no success since).
+    failed: Option<DialFailure>,
+}
+
+/// A failed dial, and how long the peer is left alone after it.
+struct DialFailure {
+    /// The address that was dialled.
+    addr: SocketAddr,
+    /// When the dial gave up.
+    at: std::time::Instant,
+    /// Dials failed in a row.
+    streak: u32,
+    /// Why the last one failed.
+    error: TransferError,
+}
+
+impl DialFailure {
+    /// [`config::DIAL_BACKOFF`], doubled for each further failure in a row, at most
+    /// [`config::MAX_DIAL_BACKOFF`].
+    fn backoff(&self) -> Duration {
+        config::DIAL_BACKOFF
+            .saturating_mul(1 << self.streak.saturating_sub(1).min(16))
+            .min(config::MAX_DIAL_BACKOFF)
+    }
+}
 
 impl std::fmt::Debug for Transfer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,6 +201,12 @@ impl Transfer {
 
     /// A connection to `peer`, reused while it is open, dialled (handshake and hello) otherwise.
     /// Fails with [`TransferError::WrongIdentity`] if the node at `peer.addr` is not `peer.id`.
+    ///
+    /// After a failed dial the peer is not dialled again for [`config::DIAL_BACKOFF`] (doubling
+    /// with each failure in a row, up to [`config::MAX_DIAL_BACKOFF`]): until then, `connect`
+    /// fails at once with [`TransferError::Unreachable`]. A dead host costs a whole handshake
+    /// timeout per dial, and its provider records outlive it, so without this every request to
+    /// it, and every one queued behind it, waited that long. A new address is dialled at once.
     pub async fn connect(&self, peer: &NodeInfo) -> Result<PeerConn, TransferError> {
         if self.shared.cancel.is_cancelled() {
             return Err(TransferError::Closed);
@@ -178,16 +215,50 @@ impl Transfer {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
             conns.entry(peer.id).or_default().clone()
         };
-        let mut cached = slot.lock().await;
-        if let Some(c) = cached.as_ref() {
+        let mut dialed = slot.lock().await;
+        if let Some(c) = dialed.conn.as_ref() {
             if c.conn.close_reason().is_none() && c.conn.remote_address() == peer.addr {
                 return Ok(c.clone());
             }
         }
-        *cached = None;
-        let fresh = self.dial(peer).await?;
-        *cached = Some(fresh.clone());
-        Ok(fresh)
+        dialed.conn = None;
+        if let Some(f) = dialed.failed.as_ref().filter(|f| f.addr == peer.addr) {
+            let retry_in = f.backoff().saturating_sub(f.at.elapsed());
+            if !retry_in.is_zero() {
+                return Err(TransferError::Unreachable {
+                    peer: peer.id,
+                    retry_in,
+                    last: Box::new(f.error.clone()),
+                });
+            }
+        }
+        match self.dial(peer).await {
+            Ok(fresh) => {
+                *dialed = Dialed {
+                    conn: Some(fresh.clone()),
+                    failed: None,
+                };
+                Ok(fresh)
+            }
+            Err(e) => {
+                if !matches!(
+                    e,
+                    TransferError::Closed | TransferError::Local(_) | TransferError::Tls(_)
+                ) {
+                    let streak = match dialed.failed.as_ref() {
+                        Some(f) if f.addr == peer.addr => f.streak + 1,
+                        _ => 1,
+                    };
+                    dialed.failed = Some(DialFailure {
+                        addr: peer.addr,
+                        at: std::time::Instant::now(),
+                        streak,
+                        error: e.clone(),
+                    });
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn dial(&self, peer: &NodeInfo) -> Result<PeerConn, TransferError> {

@@ -92,6 +92,11 @@ pub const MAX_CONCURRENT_BIDI_STREAMS: u32 = 256;
 pub const ASK_GATHER: Duration = Duration::from_millis(2);
 /// How long a handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed dial, how long a peer is not dialled again (doubled for each further failure
+/// in a row, up to [`MAX_DIAL_BACKOFF`]); requests to it fail at once meanwhile.
+pub const DIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest time a peer whose dials keep failing is left alone.
+pub const MAX_DIAL_BACKOFF: Duration = Duration::from_secs(30);
 /// How long the hello exchange may take after the handshake.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server waits for a request frame on a stream, and a client for each response frame.

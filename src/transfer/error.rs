@@ -83,6 +83,17 @@ pub enum TransferError {
         /// What quinn reported.
         reason: String,
     },
+    /// A dial of the peer failed a moment ago, and it is not dialled again yet (see
+    /// [`crate::transfer::config::DIAL_BACKOFF`]).
+    #[error("peer {peer} is not dialled again for {retry_in:?}: the last dial failed: {last}")]
+    Unreachable {
+        /// The peer.
+        peer: NodeId,
+        /// How long until it is dialled again.
+        retry_in: Duration,
+        /// Why the last dial failed.
+        last: Box<TransferError>,
+    },
     /// An operation did not finish in time.
     #[error("{what} timed out after {after:?}")]
     Timeout {
@@ -141,7 +152,8 @@ impl TransferError {
         match self {
             TransferError::Connection { .. }
             | TransferError::Stream { .. }
-            | TransferError::Timeout { .. } => true,
+            | TransferError::Timeout { .. }
+            | TransferError::Unreachable { .. } => true,
             TransferError::Remote { code, .. } => {
                 matches!(code, ErrorCode::Internal | ErrorCode::Unavailable)
             }
