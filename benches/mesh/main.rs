@@ -3,15 +3,18 @@
 //! the time (the machine may be shared).
 //!
 //! 1. Hashing: BLAKE3 chunk verification and the SHA-256 etag check against what this CPU does.
-//! 2. Transfer: one agent pulling a large model from another over QUIC on loopback, into the
+//! 2. Packet sealing: AES-128-GCM QUIC packet protection as hfmesh's record layer does it,
+//!    against ring's on the same packets.
+//! 3. Transfer: one agent pulling a large model from another over QUIC on loopback, into the
 //!    verified tree, against raw TCP on loopback and a plain file copy.
-//! 3. Memory: the agents' peak RSS while moving that model.
-//! 4. Warm pulls: `hfmesh pull` of a complete snapshot, through the agent and standalone.
+//! 4. Memory: the agents' peak RSS while moving that model.
+//! 5. Warm pulls: `hfmesh pull` of a complete snapshot, through the agent and standalone.
 //!
 //! `bash scripts/bench.sh` runs it (`cargo bench --bench mesh`); settings are environment
 //! variables, see [`Settings`].
 
 mod agents;
+mod crypto;
 mod hashing;
 mod net;
 mod report;
@@ -85,6 +88,7 @@ fn main() {
     }
     let agents = agents::Cluster::start(&settings, &mut report);
     hashing::run(&settings, &agents.blob, &mut report);
+    crypto::run(&settings, &mut report);
     let baselines = net::run(&settings, &rt, &agents, &mut report);
     agents.pull_from_peer(&settings, &baselines, &mut report);
     agents.warm_pulls(&settings, &mut report);
