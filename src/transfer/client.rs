@@ -249,6 +249,7 @@ impl Transfer {
                         Some(f) if f.addr == peer.addr => f.streak + 1,
                         _ => 1,
                     };
+                    tracing::debug!(peer = %peer.id, addr = %peer.addr, streak, error = %e, "dial failed");
                     dialed.failed = Some(DialFailure {
                         addr: peer.addr,
                         at: std::time::Instant::now(),
