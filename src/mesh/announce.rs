@@ -20,12 +20,17 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
     loop {
         let keys = store.content_keys();
         let wanted: BTreeSet<Vec<u8>> = keys.iter().map(encode).collect();
-        let new: Vec<&ContentKey> = keys
+        // New keys are announced side by side: each announcement is a DHT query that can take
+        // over a second on a loaded host, and one after another the last of a node's blobs
+        // showed up in lookups seconds after the first, so co-pullers that looked in between
+        // missed it and disagreed on who fetches which stripe from the Hub.
+        let directory = &discovery;
+        let new = keys
             .iter()
             .filter(|k| !announced.contains(&encode(k)))
-            .collect();
-        for key in new {
-            match discovery.provide(key.clone()).await {
+            .map(|key| async move { (key, directory.provide(key.clone()).await) });
+        for (key, result) in futures_util::future::join_all(new).await {
+            match result {
                 Ok(()) => {
                     announced.insert(encode(key));
                 }
@@ -52,4 +57,79 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
 
 fn encode(key: &ContentKey) -> Vec<u8> {
     postcard::to_stdvec(key).expect("keys encode")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::{DiscoveryError, NodeInfo};
+    use std::sync::Mutex;
+
+    /// A directory whose announcements each wait until `together` of them are under way.
+    struct Slow {
+        together: tokio::sync::Barrier,
+        provided: Mutex<Vec<ContentKey>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Discovery for Slow {
+        fn local(&self) -> NodeInfo {
+            NodeInfo {
+                id: crate::node::NodeKey::from_secret([1; 32]).id(),
+                addr: ([127, 0, 0, 1], 1).into(),
+                topology: Default::default(),
+            }
+        }
+        async fn provide(&self, key: ContentKey) -> Result<(), DiscoveryError> {
+            self.together.wait().await;
+            self.provided.lock().unwrap().push(key);
+            Ok(())
+        }
+        async fn withdraw(&self, _key: ContentKey) -> Result<(), DiscoveryError> {
+            Ok(())
+        }
+        async fn providers(
+            &self,
+            _key: ContentKey,
+            _limit: usize,
+        ) -> Result<Vec<NodeInfo>, DiscoveryError> {
+            Ok(vec![])
+        }
+        async fn peers(&self) -> Vec<NodeInfo> {
+            vec![]
+        }
+    }
+
+    #[tokio::test]
+    async fn new_keys_are_announced_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(LocalStore::open(&dir.path().join("hub"), &dir.path().join("state")).unwrap());
+        let etags: Vec<_> = (0..3u8).map(|i| crate::etag::sha256(&[i])).collect();
+        for e in &etags {
+            store.complete_blob(e, dir.path().join("x"), 1, Arc::new(vec![[0; 32]]));
+        }
+        // Each announcement returns only once all three are under way: announced one after
+        // another, the first would wait forever.
+        let slow = Arc::new(Slow {
+            together: tokio::sync::Barrier::new(etags.len()),
+            provided: Mutex::default(),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(store, slow.clone(), stop.clone()));
+        let all = async {
+            while slow.provided.lock().unwrap().len() < etags.len() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), all)
+            .await
+            .expect("every key announced");
+        stop.cancel();
+        task.await.unwrap();
+        let provided = slow.provided.lock().unwrap().clone();
+        for e in etags {
+            assert!(provided.contains(&ContentKey::Blob(e)));
+        }
+    }
 }
