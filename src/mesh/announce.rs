@@ -6,11 +6,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::LocalStore;
 use crate::discovery::{ContentKey, Discovery};
 
+/// Announcements (DHT queries) under way at once.
+const ANNOUNCING: usize = 16;
 /// Longest time between two passes even without a change notice.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
@@ -24,15 +27,27 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
         // over a second on a loaded host, and one after another the last of a node's blobs
         // showed up in lookups seconds after the first, so co-pullers that looked in between
         // missed it and disagreed on who fetches which stripe from the Hub.
-        let directory = &discovery;
-        let new = keys
+        // At most `ANNOUNCING` at once: a node that starts holding thousands of blobs does not
+        // start thousands of DHT queries together.
+        let new: Vec<_> = keys
             .iter()
             .filter(|k| !announced.contains(&encode(k)))
-            .map(|key| async move { (key, directory.provide(key.clone()).await) });
-        for (key, result) in futures_util::future::join_all(new).await {
+            .map(|key| {
+                let (directory, key) = (discovery.clone(), key.clone());
+                async move {
+                    let result = directory.provide(key.clone()).await;
+                    (key, result)
+                }
+            })
+            .collect();
+        let done: Vec<_> = futures_util::stream::iter(new)
+            .buffer_unordered(ANNOUNCING)
+            .collect()
+            .await;
+        for (key, result) in done {
             match result {
                 Ok(()) => {
-                    announced.insert(encode(key));
+                    announced.insert(encode(&key));
                 }
                 Err(e) => tracing::warn!(?key, error = %e, "could not announce"),
             }
