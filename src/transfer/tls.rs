@@ -98,7 +98,7 @@ pub(crate) fn peer_id(conn: &quinn::Connection) -> Option<NodeId> {
 /// - AES-128-GCM instead of AES-256-GCM (rustls's first choice): 10 rounds per block against
 ///   14, and what QUIC's Initial packets use anyway.
 /// - aws-lc-rs's AES-GCM uses AVX-512 (VAES) where the CPU has it; ring's stops at AVX2. On
-///   this project's machine (AMD EPYC) it seals 65000-byte packets 1.22× as fast (12.3 against
+///   this project's machine (AMD EPYC) it seals 65000-byte packets 1.23× as fast (12.3 against
 ///   10.0 GB/s on one core; the benchmark's "Packet sealing" row), and sealing fell from 21% to
 ///   15% of the serving agent's CPU in a profile of a 1 GiB pull.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
