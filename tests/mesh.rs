@@ -313,3 +313,86 @@ async fn a_long_pull_asks_its_providers_every_refresh_but_looks_them_up_far_less
         );
     }
 }
+
+/// Progress that remembers when the first bytes from the Hub arrived, counted from its making.
+struct FirstFromHub {
+    made: std::time::Instant,
+    first: std::sync::Mutex<Option<Duration>>,
+}
+
+impl FirstFromHub {
+    fn new() -> Arc<FirstFromHub> {
+        Arc::new(FirstFromHub {
+            made: std::time::Instant::now(),
+            first: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn first(&self) -> Duration {
+        self.first.lock().unwrap().expect("bytes came from the Hub")
+    }
+}
+
+impl hfmesh::progress::Progress for FirstFromHub {
+    fn begin(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn note(&self, _: &str) {}
+    fn finish(&self) {}
+    fn received(&self, bytes: u64, origin: hfmesh::progress::Origin) {
+        let mut first = self.first.lock().unwrap();
+        if origin == hfmesh::progress::Origin::Hub && bytes > 0 && first.is_none() {
+            *first = Some(self.made.elapsed());
+        }
+    }
+}
+
+/// How long the slow announcements of the two tests below take: well past the gather window
+/// and the refresh that settles the pullers (under a second), well short of the 8 s after which
+/// a blob's first Hub request goes whatever the pullers do.
+const SLOW_ANNOUNCE: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_nothing_from_the_hub_before_its_own_announcement_is_in() {
+    // On a loaded host a DHT announcement takes seconds, and so do everyone else's: a node that
+    // settled on the records stored before its own was in fetched stripes that the others,
+    // seeing more of the pullers, gave to someone else (storm-16, 7 of 16 pullers seen).
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let node = net.node(&hub, 1, "r1");
+    net.directory.slow_announcements(node.me.id, SLOW_ANNOUNCE);
+    let progress = FirstFromHub::new();
+    let r = node.pull(&medium(), progress.clone()).await.unwrap();
+    assert_eq!(r.bytes_from_hub, MEDIUM_SIZE);
+    let first = progress.first();
+    assert!(
+        first >= SLOW_ANNOUNCE,
+        "first Hub bytes {first:?} in, before the node's announcement ended"
+    );
+    assert!(first < Duration::from_secs(8), "waited {first:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_does_not_settle_while_a_puller_that_found_it_is_missing_from_its_lookup() {
+    // Node 2's record reaches the DHT late, but node 2 finds node 1 at once and asks it: node 1
+    // must count on a puller it cannot list yet, not split the Hub's work without it.
+    let (_root, hub) = start_hub().await;
+    let net = Net::new();
+    let (one, two) = (net.node(&hub, 1, "r1"), net.node(&hub, 2, "r1"));
+    net.directory.slow_announcements(two.me.id, SLOW_ANNOUNCE);
+    let progress = FirstFromHub::new();
+    let what = medium();
+    let (a, b) = tokio::join!(one.pull(&what, progress.clone()), two.pull(&what, silent()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let first = progress.first();
+    assert!(
+        first >= SLOW_ANNOUNCE - Duration::from_millis(300),
+        "node 1 took from the Hub {first:?} in, while node 2 asked it but was not listed"
+    );
+    assert!(first < Duration::from_secs(8), "waited {first:?}");
+    assert_medium_model(&a.snapshot_dir);
+    assert_medium_model(&b.snapshot_dir);
+    assert_eq!(
+        a.bytes_from_hub + b.bytes_from_hub,
+        hub.stats().bytes_served
+    );
+}

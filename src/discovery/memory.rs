@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{ContentKey, Discovery, DiscoveryError, NodeInfo};
 use crate::node::NodeId;
@@ -20,6 +21,8 @@ struct Directory {
     records: HashMap<[u8; 32], Vec<NodeId>>,
     /// Provider records kept per key (`None`: all), as a DHT's record store caps them.
     cap: Option<usize>,
+    /// How long each node's announcements take (absent: none), as DHT queries on a loaded host.
+    announce_delay: HashMap<NodeId, Duration>,
 }
 
 impl MemoryDirectory {
@@ -39,6 +42,12 @@ impl MemoryDirectory {
     /// Provider records kept per key, if capped.
     pub fn providers_per_key(&self) -> Option<usize> {
         self.lock().cap
+    }
+
+    /// From now on, each announcement of node `id` takes `delay`: its record is stored, and its
+    /// `provide` returns, only then (a DHT query on a loaded host can take seconds).
+    pub fn slow_announcements(&self, id: NodeId, delay: Duration) {
+        self.lock().announce_delay.insert(id, delay);
     }
 
     /// A member of the directory for `node`.
@@ -78,6 +87,15 @@ impl Discovery for MemoryDiscovery {
     }
 
     async fn provide(&self, key: ContentKey) -> Result<(), DiscoveryError> {
+        let delay = self
+            .directory
+            .lock()
+            .announce_delay
+            .get(&self.local.id)
+            .copied();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let mut d = self.directory.lock();
         let cap = d.cap.unwrap_or(usize::MAX);
         let holders = d.records.entry(key.digest()).or_default();

@@ -1,57 +1,70 @@
 //! The one loop that mirrors this node's holdings into the DHT: it wakes when the store changes
 //! (and on a timer, as a safety net), provides what is new and withdraws what is gone. Nothing
-//! else announces or withdraws.
+//! else announces or withdraws. It tells the store when each announcement ran its course
+//! ([`LocalStore::note_announced`]): a blob's first Hub request waits for that (see
+//! [`super::pull::pullers_settled`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::LocalStore;
-use crate::discovery::{ContentKey, Discovery};
+use crate::discovery::{ContentKey, Discovery, DiscoveryError};
 
 /// Announcements (DHT queries) under way at once.
 const ANNOUNCING: usize = 16;
 /// Longest time between two passes even without a change notice.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// How long after a failed announcement the key is tried again, at the earliest.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// An announcement under way: the key (encoded, and as it is) and how it ended.
+type Announcing = BoxFuture<'static, (Vec<u8>, ContentKey, Result<(), DiscoveryError>)>;
 
 /// Runs until `stop` is cancelled.
 pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: CancellationToken) {
     let mut announced: BTreeSet<Vec<u8>> = BTreeSet::new();
+    // New keys are announced side by side, and a key that appears while others are under way
+    // starts at once rather than after them: each announcement is a DHT query that can take
+    // over a second on a loaded host, and one after another the last of a node's blobs showed
+    // up in lookups seconds after the first, so co-pullers that looked in between missed it and
+    // disagreed on who fetches which stripe from the Hub. At most `ANNOUNCING` at once: a node
+    // that starts holding thousands of blobs does not start thousands of DHT queries together.
+    let mut running: FuturesUnordered<Announcing> = FuturesUnordered::new();
+    let mut under_way: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut failed: HashMap<Vec<u8>, Instant> = HashMap::new();
     loop {
         let keys = store.content_keys();
         let wanted: BTreeSet<Vec<u8>> = keys.iter().map(encode).collect();
-        // New keys are announced side by side: each announcement is a DHT query that can take
-        // over a second on a loaded host, and one after another the last of a node's blobs
-        // showed up in lookups seconds after the first, so co-pullers that looked in between
-        // missed it and disagreed on who fetches which stripe from the Hub.
-        // At most `ANNOUNCING` at once: a node that starts holding thousands of blobs does not
-        // start thousands of DHT queries together.
-        let new: Vec<_> = keys
-            .iter()
-            .filter(|k| !announced.contains(&encode(k)))
-            .map(|key| {
-                let (directory, key) = (discovery.clone(), key.clone());
+        let now = Instant::now();
+        failed.retain(|k, t| wanted.contains(k) && now < *t + RETRY_AFTER);
+        for key in keys {
+            if running.len() >= ANNOUNCING {
+                break;
+            }
+            let bytes = encode(&key);
+            if announced.contains(&bytes)
+                || under_way.contains(&bytes)
+                || failed.contains_key(&bytes)
+            {
+                continue;
+            }
+            under_way.insert(bytes.clone());
+            let directory = discovery.clone();
+            running.push(
                 async move {
                     let result = directory.provide(key.clone()).await;
-                    (key, result)
+                    (bytes, key, result)
                 }
-            })
-            .collect();
-        let done: Vec<_> = futures_util::stream::iter(new)
-            .buffer_unordered(ANNOUNCING)
-            .collect()
-            .await;
-        for (key, result) in done {
-            match result {
-                Ok(()) => {
-                    announced.insert(encode(&key));
-                }
-                Err(e) => tracing::warn!(?key, error = %e, "could not announce"),
-            }
+                .boxed(),
+            );
         }
+        // Keys still under way are withdrawn, if gone, once their announcement has ended.
         let gone: Vec<Vec<u8>> = announced.difference(&wanted).cloned().collect();
         for bytes in gone {
             if let Ok(key) = postcard::from_bytes::<ContentKey>(&bytes) {
@@ -59,12 +72,26 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
                     tracing::warn!(?key, error = %e, "could not withdraw");
                     continue;
                 }
+                store.note_withdrawn(&key);
             }
             announced.remove(&bytes);
         }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = store.changed().notified() => {}
+            Some((bytes, key, result)) = running.next(), if !running.is_empty() => {
+                under_way.remove(&bytes);
+                match result {
+                    Ok(()) => {
+                        announced.insert(bytes);
+                    }
+                    Err(e) => {
+                        tracing::warn!(?key, error = %e, "could not announce");
+                        failed.insert(bytes, Instant::now());
+                    }
+                }
+                store.note_announced(&key, Instant::now());
+            }
             _ = tokio::time::sleep(RESYNC_EVERY) => {}
         }
     }
@@ -113,6 +140,80 @@ mod tests {
         async fn peers(&self) -> Vec<NodeInfo> {
             vec![]
         }
+    }
+
+    /// A directory whose announcement of `held` waits until another key's announcement began.
+    struct Gate {
+        held: ContentKey,
+        released: tokio::sync::Notify,
+        provided: Mutex<Vec<ContentKey>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Discovery for Gate {
+        fn local(&self) -> NodeInfo {
+            NodeInfo {
+                id: crate::node::NodeKey::from_secret([1; 32]).id(),
+                addr: ([127, 0, 0, 1], 1).into(),
+                topology: Default::default(),
+            }
+        }
+        async fn provide(&self, key: ContentKey) -> Result<(), DiscoveryError> {
+            match key == self.held {
+                true => self.released.notified().await,
+                false => self.released.notify_one(),
+            }
+            self.provided.lock().unwrap().push(key);
+            Ok(())
+        }
+        async fn withdraw(&self, _key: ContentKey) -> Result<(), DiscoveryError> {
+            Ok(())
+        }
+        async fn providers(
+            &self,
+            _key: ContentKey,
+            _limit: usize,
+        ) -> Result<Vec<NodeInfo>, DiscoveryError> {
+            Ok(vec![])
+        }
+        async fn peers(&self) -> Vec<NodeInfo> {
+            vec![]
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_that_appears_during_an_announcement_goes_at_once_and_the_store_hears_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(LocalStore::open(&dir.path().join("hub"), &dir.path().join("state")).unwrap());
+        let (first, second) = (
+            crate::etag::sha256(b"first"),
+            crate::etag::sha256(b"second"),
+        );
+        let gate = Arc::new(Gate {
+            held: ContentKey::Blob(first.clone()),
+            released: tokio::sync::Notify::new(),
+            provided: Mutex::default(),
+        });
+        let stop = CancellationToken::new();
+        store.complete_blob(&first, dir.path().join("x"), 1, Arc::new(vec![[0; 32]]));
+        let task = tokio::spawn(run(store.clone(), gate.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.announced_at(&first), None, "under way");
+        // The first announcement ends only once the second has begun: if the second waited for
+        // the first, neither would ever end.
+        store.complete_blob(&second, dir.path().join("y"), 1, Arc::new(vec![[0; 32]]));
+        let both = async {
+            while store.announced_at(&first).is_none() || store.announced_at(&second).is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), both)
+            .await
+            .expect("both announcements ended");
+        assert_eq!(gate.provided.lock().unwrap().len(), 2);
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -57,6 +57,9 @@ struct Inner {
     /// Per blob, the nodes that asked about it lately for peer exchange, most recent first, and
     /// whether they found this node in the DHT's provider list.
     askers: HashMap<Etag, Vec<(PeerHint, Instant, bool)>>,
+    /// When this node's announcement of each blob it advertises last ran its course (see
+    /// [`LocalStore::announced_at`]); forgotten when the blob is withdrawn.
+    announced: HashMap<Etag, Instant>,
 }
 
 impl Inner {
@@ -389,6 +392,29 @@ impl LocalStore {
             .filter(|(_, t, listed)| *listed && *t >= since)
             .map(|(h, _, _)| h.node)
             .collect()
+    }
+
+    /// The announce loop's word that its announcement of `key` into the DHT ran its course
+    /// (succeeded, or failed and will be tried again) at `now`.
+    pub fn note_announced(&self, key: &ContentKey, now: Instant) {
+        if let ContentKey::Blob(etag) = key {
+            self.lock().announced.insert(etag.clone(), now);
+        }
+    }
+
+    /// The announce loop withdrew `key` from the DHT: it is no longer announced.
+    pub fn note_withdrawn(&self, key: &ContentKey) {
+        if let ContentKey::Blob(etag) = key {
+            self.lock().announced.remove(etag);
+        }
+    }
+
+    /// When this node's announcement of `etag` last ran its course: from then on its own
+    /// provider record is in the DHT (unless the announcement failed), and so, most likely,
+    /// are those of nodes that began the blob with it. `None` until the first one ends (the
+    /// announce loop, [`super::announce::run`], must be running for this to change).
+    pub fn announced_at(&self, etag: &Etag) -> Option<Instant> {
+        self.lock().announced.get(etag).copied()
     }
 
     /// Whether a peer asked about `etag` at or after `since`: it then knows this node as a

@@ -154,7 +154,8 @@ pub struct Mesh {
     pub discovery: Arc<dyn Discovery>,
     /// Requests to peers.
     pub peers: Arc<dyn Peers>,
-    /// This node's holdings.
+    /// This node's holdings. The announce loop ([`super::announce::run`]) must mirror them into
+    /// `discovery`: a blob's first Hub request waits for its announcement (at most 8 s).
     pub store: Arc<LocalStore>,
     /// Tuning.
     pub cfg: MeshConfig,
@@ -562,14 +563,31 @@ struct Answer {
 }
 
 /// Whether a blob's first Hub request may go because its co-pullers have settled: a whole
-/// refresh, begun (at `refreshed`) after the gather window from `started` and after the
-/// co-pullers last `changed`, changed nothing. Nodes starting together then agree on who owns
-/// which stripe. Shared with the scale model, which keeps its clock in seconds.
-pub(crate) fn pullers_settled<T, D>(started: T, gather: D, refreshed: Option<T>, changed: T) -> bool
+/// refresh, begun (at `refreshed`) after the gather window from `started`, after the
+/// co-pullers last `changed` and after this node's own announcement of the blob ran its course
+/// (`announced`), changed nothing; and no node that found this one in the DHT and asked about
+/// the blob since `started` is missing from what the last lookup found (`unseen`, see
+/// [`LookupPace::unseen`]). Nodes starting together then agree on who owns which stripe.
+///
+/// The last two guard against a DHT that has not yet stored everyone's record: on a loaded
+/// host an announcement takes seconds, and a node that settled on the records stored so far
+/// (7 of 16 in one storm run) fetched stripes that the others, a moment later, gave to someone
+/// else. Once this node's own record is in, those of nodes that began with it most likely are;
+/// and a node that asked as one that found this node listed is certainly pulling. Shared with
+/// the scale model, which keeps its clock in seconds.
+pub(crate) fn pullers_settled<T, D>(
+    started: T,
+    gather: D,
+    refreshed: Option<T>,
+    changed: T,
+    announced: Option<T>,
+    unseen: bool,
+) -> bool
 where
     T: Copy + PartialOrd + std::ops::Add<D, Output = T>,
 {
-    refreshed.is_some_and(|t| t >= started + gather && t > changed)
+    let after_announced = |t: T| announced.is_some_and(|a| t >= a);
+    !unseen && refreshed.is_some_and(|t| t >= started + gather && t > changed && after_announced(t))
 }
 
 /// When the refresh after one begun at `last` is due: the first instant of the node-wide grid
@@ -746,19 +764,37 @@ impl BlobFetch<'_> {
                 let cached = hub_opened.then(|| listed.clone());
                 lookup = Some(self.lookup(key.clone(), skip, learned.clone(), cached));
             }
-            if !self.hub_only && hub_opened && dht.is_none() {
-                let unseen = pace.last().is_some_and(|t| {
-                    let askers = m.store.listed_askers_since(etag, t);
-                    pace.unseen(&askers, m.cfg.exchange_after)
-                });
-                if pace.due(now, true, unseen) {
-                    m.counters.provider_lookups.fetch_add(1, Ordering::Relaxed);
-                    dht = Some((now, self.find_providers(key.clone()).boxed()));
-                }
+            // Whether nodes that found this one listed and asked since `since` are missing from
+            // what the last lookup found: before the Hub opens (since the fetch began) they
+            // hold the pullers unsettled, after it (since that lookup) they bring the next
+            // lookup forward.
+            let unseen = |since: Instant| {
+                let askers = m.store.listed_askers_since(etag, since);
+                pace.last().is_some() && pace.unseen(&askers, m.cfg.exchange_after)
+            };
+            let lookup_due = || pace.due(now, true, pace.last().is_some_and(unseen));
+            if !self.hub_only && hub_opened && dht.is_none() && lookup_due() {
+                m.counters.provider_lookups.fetch_add(1, Ordering::Relaxed);
+                dht = Some((now, self.find_providers(key.clone()).boxed()));
             }
             let give_up = gather_deadline(started, m.cfg.gather);
-            hub_opened |= pullers_settled(started, m.cfg.gather, refreshed, pullers.changed)
-                || now >= give_up;
+            if !hub_opened {
+                let announced = m.store.announced_at(etag);
+                let (gather, changed) = (m.cfg.gather, pullers.changed);
+                let unseen = unseen(started);
+                let settled =
+                    pullers_settled(started, gather, refreshed, changed, announced, unseen);
+                hub_opened = settled || now >= give_up;
+                if hub_opened {
+                    tracing::debug!(
+                        file = %self.file.path,
+                        settled,
+                        pullers = sched.pullers(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "Hub open for this blob"
+                    );
+                }
+            }
             sched.set_hub_allowed(hub_opened);
             for (chunk, source) in sched.expire_stalled(now) {
                 tracing::debug!(file = %self.file.path, chunk, ?source, "request stalled");
@@ -1245,6 +1281,37 @@ async fn fetch_hub_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pullers_settle_on_a_quiet_refresh_after_the_nodes_own_announcement_with_no_unseen_asker() {
+        // Seconds: began at 0, a 0.5 gather window, pullers last changed at 0.6.
+        let settled = |refreshed: f64, announced: Option<f64>, unseen: bool| {
+            pullers_settled(0.0, 0.5, Some(refreshed), 0.6, announced, unseen)
+        };
+        assert!(settled(0.75, Some(0.1), false));
+        assert!(!settled(0.4, Some(0.1), false), "within the gather window");
+        assert!(
+            !settled(0.6, Some(0.1), false),
+            "begun when the pullers changed"
+        );
+        assert!(
+            !settled(0.75, None, false),
+            "the announcement still under way"
+        );
+        assert!(
+            !settled(0.75, Some(0.8), false),
+            "begun before the announcement ended"
+        );
+        assert!(settled(0.8, Some(0.8), false));
+        assert!(
+            !settled(0.75, Some(0.1), true),
+            "a puller asked that no lookup found"
+        );
+        assert!(
+            !pullers_settled(0.0, 0.5, None, 0.0, Some(0.0), false),
+            "no whole refresh"
+        );
+    }
 
     #[test]
     fn refreshes_fall_on_one_grid_whenever_they_began() {

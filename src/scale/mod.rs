@@ -85,6 +85,15 @@ struct Host {
     served: f64,
 }
 
+impl Host {
+    /// Whether a host that found this one in the DHT's list asked about blob `b` since `since`,
+    /// but the last lookup did not find it (as the mesh's `LookupPace::unseen`).
+    fn unseen_askers(&self, b: usize, since: f64, full: usize) -> bool {
+        let askers = self.askers[b].iter().filter(|(_, t, l)| *l && *t >= since);
+        self.pace[b].last().is_some() && self.pace[b].unseen(askers.map(|(a, _, _)| a), full)
+    }
+}
+
 /// Runs the model; `mesh: false` gives every host the Hub alone.
 pub fn run(p: &ScaleParams, mesh: bool) -> ScaleReport {
     let mut sim = Sim::new(p, mesh);
@@ -306,13 +315,11 @@ impl<'a> Sim<'a> {
                 // Asked: the providers a lookup finds (or the last one found, by the mesh's
                 // pace), then the peers learned from answers.
                 let h = &self.hosts[i];
-                let pace = &h.pace[b];
-                let unseen = pace.last().is_some_and(|since| {
-                    let askers = h.askers[b].iter().filter(|(_, t, l)| *l && *t >= since);
-                    pace.unseen(askers.map(|(a, _, _)| a), exchange_after)
-                });
+                let unseen = h.pace[b]
+                    .last()
+                    .is_some_and(|since| h.unseen_askers(b, since, exchange_after));
                 self.refreshes += 1;
-                if pace.due(self.t, h.scheds[b].hub_allowed(), unseen) {
+                if h.pace[b].due(self.t, h.scheds[b].hub_allowed(), unseen) {
                     self.dht_lookups += 1;
                     let found: Vec<usize> = self.providers[b]
                         .iter()
@@ -352,7 +359,10 @@ impl<'a> Sim<'a> {
                 }
                 let (begun, gather) = (h.begun_at[b], self.p.gather_secs);
                 let deadline = begun + f64::from(MAX_GATHER_WINDOWS) * gather;
-                if pullers_settled(begun, gather, Some(self.t), h.pullers_changed[b])
+                // Announced when begun (the model's DHT stores a record at once).
+                let unseen = h.unseen_askers(b, h.begun_at[b], exchange_after);
+                let (changed, announced) = (h.pullers_changed[b], Some(begun));
+                if pullers_settled(begun, gather, Some(self.t), changed, announced, unseen)
                     || self.t >= deadline
                 {
                     h.scheds[b].set_hub_allowed(true);
