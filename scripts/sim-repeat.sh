@@ -19,6 +19,8 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import huggingface_hub" 2
     echo "sim-repeat.sh: no .venv with huggingface_hub; run scripts/test.sh once first" >&2
     exit 2
 fi
+# The build the runs play, named before anything can change under them.
+build="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo '+changes')"
 cargo build --locked --quiet
 mkdir -p "$out"
 for i in $(seq 1 "$runs"); do
@@ -27,7 +29,7 @@ for i in $(seq 1 "$runs"); do
         >"$out/run-$i.log" 2>&1 || echo "sim-repeat.sh: run $i exited $?" >&2
 done
 
-.venv/bin/python - "$scenario" "$runs" "$out" "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+changes')" <<'PY' | tee "$out/runs.md"
+.venv/bin/python - "$scenario" "$runs" "$out" "$build" <<'PY' | tee "$out/runs.md"
 import json, pathlib, sys, tomllib
 
 scenario, runs, out, commit = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4]

@@ -79,18 +79,25 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = store.changed().notified() => {}
-            Some((bytes, key, result)) = running.next(), if !running.is_empty() => {
-                under_way.remove(&bytes);
-                match result {
-                    Ok(()) => {
-                        announced.insert(bytes);
-                    }
-                    Err(e) => {
-                        tracing::warn!(?key, error = %e, "could not announce");
-                        failed.insert(bytes, Instant::now());
-                    }
+            Some(first) = running.next(), if !running.is_empty() => {
+                // Every announcement that has ended by now, for one pass over the keys.
+                let mut ended = vec![first];
+                while let Some(Some(more)) = running.next().now_or_never() {
+                    ended.push(more);
                 }
-                store.note_announced(&key, Instant::now());
+                for (bytes, key, result) in ended {
+                    under_way.remove(&bytes);
+                    match result {
+                        Ok(()) => {
+                            announced.insert(bytes);
+                        }
+                        Err(e) => {
+                            tracing::warn!(?key, error = %e, "could not announce");
+                            failed.insert(bytes, Instant::now());
+                        }
+                    }
+                    store.note_announced(&key, Instant::now());
+                }
             }
             _ = tokio::time::sleep(RESYNC_EVERY) => {}
         }

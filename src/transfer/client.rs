@@ -45,11 +45,38 @@ pub struct TransferConfig {
 #[derive(Clone)]
 pub struct Transfer {
     shared: Arc<Shared>,
-    conns: Arc<Mutex<HashMap<NodeId, Slot>>>,
+    conns: Arc<Mutex<Conns>>,
 }
 
 /// The cached connection to one peer; the async lock makes concurrent `connect`s dial once.
 type Slot = Arc<tokio::sync::Mutex<Dialed>>;
+
+/// Peers to take no sweep for below this many slots (see [`Conns::slot`]).
+const SWEEP_FROM: usize = 1024;
+
+/// One slot per peer dialled. Over weeks on a large cluster a node dials thousands of peers, and a
+/// closed connection's handle keeps its state alive: slots with nothing open and no failure
+/// worth remembering are swept when the map has doubled since the last sweep.
+#[derive(Default)]
+struct Conns {
+    slots: HashMap<NodeId, Slot>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+impl Conns {
+    /// The slot of `peer`, made if new (after a sweep, when one is due).
+    fn slot(&mut self, peer: NodeId) -> Slot {
+        if !self.slots.contains_key(&peer) && self.slots.len() >= self.sweep_at.max(SWEEP_FROM) {
+            self.slots.retain(|_, slot| {
+                // A slot in use (a dial under way) stays.
+                slot.try_lock().map_or(true, |d| !d.idle())
+            });
+            self.sweep_at = 2 * self.slots.len();
+        }
+        self.slots.entry(peer).or_default().clone()
+    }
+}
 
 /// What dialling one peer last came to.
 #[derive(Default)]
@@ -70,6 +97,22 @@ struct DialFailure {
     streak: u32,
     /// Why the last one failed.
     error: TransferError,
+}
+
+impl Dialed {
+    /// Nothing open, and no failure still holding off a dial: forgetting it changes nothing but
+    /// the length of a later failure streak.
+    fn idle(&self) -> bool {
+        let open = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.conn.close_reason().is_none());
+        let holding = self
+            .failed
+            .as_ref()
+            .is_some_and(|f| f.at.elapsed() < config::MAX_DIAL_BACKOFF);
+        !open && !holding
+    }
 }
 
 impl DialFailure {
@@ -213,7 +256,7 @@ impl Transfer {
         }
         let slot = {
             let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns.entry(peer.id).or_default().clone()
+            conns.slot(peer.id)
         };
         let mut dialed = slot.lock().await;
         if let Some(c) = dialed.conn.as_ref() {
@@ -754,5 +797,49 @@ impl PeerConn {
             );
         }
         Ok(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeKey;
+
+    fn id(n: u32) -> NodeId {
+        let mut secret = [0u8; 32];
+        secret[..4].copy_from_slice(&n.to_le_bytes());
+        NodeKey::from_secret(secret).id()
+    }
+
+    #[test]
+    fn idle_slots_are_swept_once_the_map_has_grown_and_busy_or_failing_ones_stay() {
+        let mut conns = Conns::default();
+        let failing = conns.slot(id(0));
+        failing.try_lock().unwrap().failed = Some(DialFailure {
+            addr: ([127, 0, 0, 1], 1).into(),
+            at: std::time::Instant::now(),
+            streak: 1,
+            error: TransferError::Closed,
+        });
+        let dialling = conns.slot(id(1));
+        let _held = dialling.try_lock().unwrap();
+        for n in 2..SWEEP_FROM as u32 {
+            conns.slot(id(n));
+        }
+        assert_eq!(conns.slots.len(), SWEEP_FROM, "no sweep below {SWEEP_FROM}");
+        conns.slot(id(5)); // known: no sweep
+        assert_eq!(conns.slots.len(), SWEEP_FROM);
+        conns.slot(id(SWEEP_FROM as u32));
+        let mut left: Vec<NodeId> = conns.slots.keys().copied().collect();
+        left.sort();
+        let mut want = vec![id(0), id(1), id(SWEEP_FROM as u32)];
+        want.sort();
+        assert_eq!(left, want, "the failing, the dialling and the new peer");
+        assert!(
+            Arc::ptr_eq(&conns.slot(id(0)), &failing),
+            "the failure is kept"
+        );
+        // The next sweep waits until the map has doubled.
+        assert_eq!(conns.sweep_at, 4);
     }
 }
