@@ -39,15 +39,23 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
     let mut under_way: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut failed: HashMap<Vec<u8>, Instant> = HashMap::new();
     loop {
-        let keys = store.content_keys();
-        let wanted: BTreeSet<Vec<u8>> = keys.iter().map(encode).collect();
+        let keys: Vec<(Vec<u8>, ContentKey)> = store
+            .content_keys()
+            .into_iter()
+            .map(|k| (encode(&k), k))
+            .collect();
+        let wanted: BTreeSet<&Vec<u8>> = keys.iter().map(|(bytes, _)| bytes).collect();
         let now = Instant::now();
         failed.retain(|k, t| wanted.contains(k) && now < *t + RETRY_AFTER);
-        for key in keys {
+        let gone: Vec<Vec<u8>> = announced
+            .iter()
+            .filter(|bytes| !wanted.contains(bytes))
+            .cloned()
+            .collect();
+        for (bytes, key) in keys {
             if running.len() >= ANNOUNCING {
                 break;
             }
-            let bytes = encode(&key);
             if announced.contains(&bytes)
                 || under_way.contains(&bytes)
                 || failed.contains_key(&bytes)
@@ -65,7 +73,6 @@ pub async fn run(store: Arc<LocalStore>, discovery: Arc<dyn Discovery>, stop: Ca
             );
         }
         // Keys still under way are withdrawn, if gone, once their announcement has ended.
-        let gone: Vec<Vec<u8>> = announced.difference(&wanted).cloned().collect();
         for bytes in gone {
             if let Ok(key) = postcard::from_bytes::<ContentKey>(&bytes) {
                 if let Err(e) = discovery.withdraw(key.clone()).await {
