@@ -120,15 +120,28 @@ mod tests {
     use super::*;
     use crate::discovery::{DiscoveryError, NodeInfo};
     use std::sync::Mutex;
+    use tokio::sync::Notify;
 
-    /// A directory whose announcements each wait until `together` of them are under way.
-    struct Slow {
-        together: tokio::sync::Barrier,
+    /// What a test directory's announcement of a key waits for before it is recorded.
+    type Wait = Box<dyn Fn(&ContentKey) -> BoxFuture<'static, ()> + Send + Sync>;
+
+    /// A directory whose announcements each wait for `wait`, then are recorded in `provided`.
+    struct Held {
+        wait: Wait,
         provided: Mutex<Vec<ContentKey>>,
     }
 
+    impl Held {
+        fn new(wait: Wait) -> Arc<Held> {
+            Arc::new(Held {
+                wait,
+                provided: Mutex::default(),
+            })
+        }
+    }
+
     #[async_trait::async_trait]
-    impl Discovery for Slow {
+    impl Discovery for Held {
         fn local(&self) -> NodeInfo {
             NodeInfo {
                 id: crate::node::NodeKey::from_secret([1; 32]).id(),
@@ -137,46 +150,7 @@ mod tests {
             }
         }
         async fn provide(&self, key: ContentKey) -> Result<(), DiscoveryError> {
-            self.together.wait().await;
-            self.provided.lock().unwrap().push(key);
-            Ok(())
-        }
-        async fn withdraw(&self, _key: ContentKey) -> Result<(), DiscoveryError> {
-            Ok(())
-        }
-        async fn providers(
-            &self,
-            _key: ContentKey,
-            _limit: usize,
-        ) -> Result<Vec<NodeInfo>, DiscoveryError> {
-            Ok(vec![])
-        }
-        async fn peers(&self) -> Vec<NodeInfo> {
-            vec![]
-        }
-    }
-
-    /// A directory whose announcement of `held` waits until another key's announcement began.
-    struct Gate {
-        held: ContentKey,
-        released: tokio::sync::Notify,
-        provided: Mutex<Vec<ContentKey>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Discovery for Gate {
-        fn local(&self) -> NodeInfo {
-            NodeInfo {
-                id: crate::node::NodeKey::from_secret([1; 32]).id(),
-                addr: ([127, 0, 0, 1], 1).into(),
-                topology: Default::default(),
-            }
-        }
-        async fn provide(&self, key: ContentKey) -> Result<(), DiscoveryError> {
-            match key == self.held {
-                true => self.released.notified().await,
-                false => self.released.notify_one(),
-            }
+            (self.wait)(&key).await;
             self.provided.lock().unwrap().push(key);
             Ok(())
         }
@@ -204,11 +178,18 @@ mod tests {
             crate::etag::sha256(b"first"),
             crate::etag::sha256(b"second"),
         );
-        let gate = Arc::new(Gate {
-            held: ContentKey::Blob(first.clone()),
-            released: tokio::sync::Notify::new(),
-            provided: Mutex::default(),
-        });
+        // The announcement of `first` waits until another key's announcement began.
+        let (held, released) = (ContentKey::Blob(first.clone()), Arc::new(Notify::new()));
+        let gate = Held::new(Box::new(move |key| {
+            let (wait, released) = (*key == held, released.clone());
+            async move {
+                match wait {
+                    true => released.notified().await,
+                    false => released.notify_one(),
+                }
+            }
+            .boxed()
+        }));
         let stop = CancellationToken::new();
         store.complete_blob(&first, dir.path().join("x"), 1, Arc::new(vec![[0; 32]]));
         let task = tokio::spawn(run(store.clone(), gate.clone(), stop.clone()));
@@ -241,10 +222,14 @@ mod tests {
         }
         // Each announcement returns only once all three are under way: announced one after
         // another, the first would wait forever.
-        let slow = Arc::new(Slow {
-            together: tokio::sync::Barrier::new(etags.len()),
-            provided: Mutex::default(),
-        });
+        let together = Arc::new(tokio::sync::Barrier::new(etags.len()));
+        let slow = Held::new(Box::new(move |_| {
+            let together = together.clone();
+            async move {
+                together.wait().await;
+            }
+            .boxed()
+        }));
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(store, slow.clone(), stop.clone()));
         let all = async {
