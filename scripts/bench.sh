@@ -8,6 +8,7 @@
 # Settings (environment): HFMESH_BENCH_SIZE (model bytes, default 2 GiB + 4 MiB + 7),
 # HFMESH_BENCH_REPEAT (default 3), HFMESH_BENCH_WARM_RUNS (default 20), HFMESH_BENCH_WORK
 # (scratch dir, default OUT_DIR/work; needs about 3 × the model size free),
+# HFMESH_BENCH_PULLS_ONLY=1 runs only the transfer baselines and the agent-to-agent pulls (A/B),
 # HFMESH_BENCH_STRESS=1 also runs the ignored stress_* tests (chunk-size study),
 # HFMESH_BENCH_KEEP_SYSCTL=1 keeps the host's UDP buffer limits (see below).
 set -euo pipefail

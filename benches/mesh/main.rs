@@ -86,12 +86,18 @@ fn main() {
         net::transport_only(&settings, &rt);
         return;
     }
+    // A/B loop for the pull: only the transfer baselines and the agent-to-agent pulls.
+    let pulls_only = std::env::var_os("HFMESH_BENCH_PULLS_ONLY").is_some();
     let agents = agents::Cluster::start(&settings, &mut report);
-    hashing::run(&settings, &agents.blob, &mut report);
-    crypto::run(&settings, &mut report);
+    if !pulls_only {
+        hashing::run(&settings, &agents.blob, &mut report);
+        crypto::run(&settings, &mut report);
+    }
     let baselines = net::run(&settings, &rt, &agents, &mut report);
     agents.pull_from_peer(&settings, &baselines, &mut report);
-    agents.warm_pulls(&settings, &mut report);
+    if !pulls_only {
+        agents.warm_pulls(&settings, &mut report);
+    }
     drop(agents);
 
     report.finish(&settings.out);
