@@ -75,13 +75,15 @@ where
         self.last
     }
 
-    /// Whether `askers` (nodes that found this one listed and asked since the last lookup) name
-    /// a node the last lookup did not find, while that list was below `full`.
+    /// Whether `askers` (nodes that found this one listed and asked) name a node the last
+    /// lookup did not find, while that list was below `full`. Before any lookup, nothing is
+    /// unseen: there is no list to miss anyone from.
     pub(crate) fn unseen<'a>(&self, askers: impl IntoIterator<Item = &'a I>, full: usize) -> bool
     where
         I: 'a,
     {
-        self.listed.len() < full
+        self.last.is_some()
+            && self.listed.len() < full
             && askers
                 .into_iter()
                 .any(|a| self.listed.binary_search(a).is_err())
@@ -122,6 +124,10 @@ mod tests {
     #[test]
     fn looks_up_every_refresh_until_the_hub_opens_or_when_an_unseen_puller_asks() {
         let mut p = Pace::new(0.25);
+        assert!(
+            !p.unseen(&[7], 19),
+            "no lookup yet: no list to miss anyone from"
+        );
         let mut t = 0.0;
         for _ in 0..6 {
             p.found(t, vec![1], 0.25, 4.0);

@@ -770,7 +770,7 @@ impl BlobFetch<'_> {
             // lookup forward.
             let unseen = |since: Instant| {
                 let askers = m.store.listed_askers_since(etag, since);
-                pace.last().is_some() && pace.unseen(&askers, m.cfg.exchange_after)
+                pace.unseen(&askers, m.cfg.exchange_after)
             };
             let lookup_due = || pace.due(now, true, pace.last().is_some_and(unseen));
             if !self.hub_only && hub_opened && dht.is_none() && lookup_due() {

@@ -90,7 +90,7 @@ impl Host {
     /// but the last lookup did not find it (as the mesh's `LookupPace::unseen`).
     fn unseen_askers(&self, b: usize, since: f64, full: usize) -> bool {
         let askers = self.askers[b].iter().filter(|(_, t, l)| *l && *t >= since);
-        self.pace[b].last().is_some() && self.pace[b].unseen(askers.map(|(a, _, _)| a), full)
+        self.pace[b].unseen(askers.map(|(a, _, _)| a), full)
     }
 }
 
